@@ -1,0 +1,316 @@
+package cnm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/ipam"
+	"github.com/cnmnet/cnmnet/pkg/sandbox"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// join is the state of one ADD as it goes.
+type join struct {
+	req        *Request
+	driver     driverapi.Driver
+	nw         *Network
+	ep         *Endpoint
+	newNetwork bool
+	// prior is the endpoint as it was before this ADD; nil if new.
+	prior *Endpoint
+	// attached is set once the interface is in the sandbox.
+	attached bool
+}
+
+// Add attaches the request's container to the network: it resolves the
+// endpoint's identity, creates the endpoint if it does not exist, joins
+// it to the sandbox and returns the CNI result.
+func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, error) {
+	if err := req.validateAttachment(); err != nil {
+		return nil, err
+	}
+	d, err := c.driver(req.Conf.Type)
+	if err != nil {
+		return nil, err
+	}
+	id, err := req.Conf.resolveIdentity(req.Args, req.ContainerID, req.IfName)
+	if err != nil {
+		return nil, err
+	}
+	static, err := req.Conf.staticRequest(req.Args)
+	if err != nil {
+		return nil, err
+	}
+	if req.NetNS == "" {
+		return nil, invalidEnv("CNI_NETNS: required for ADD")
+	}
+	if !sandbox.Exists(req.NetNS) {
+		return nil, newError(types.ErrInvalidNetNS, "CNI_NETNS: %s is not a network namespace", req.NetNS)
+	}
+	if err := c.releaseStaleJoin(ctx, req, id); err != nil {
+		return nil, err
+	}
+
+	j := &join{req: req, driver: d}
+	if err := c.reserve(j, id, static); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.rollback(ctx, j)
+		}
+	}()
+	if err := c.setUp(ctx, j); err != nil {
+		return nil, err
+	}
+	if err := c.store.Update(func(tx store.Tx) error {
+		if err := store.PutJSON(tx, networkKey(j.nw.Name), j.nw); err != nil {
+			return err
+		}
+		j.ep.State = StateJoined
+		return putEndpoint(tx, j.ep, nil)
+	}); err != nil {
+		return nil, fmt.Errorf("record join of endpoint %s: %w", j.ep.Name, err)
+	}
+	ok = true
+	return c.result(req.Conf, j.ep)
+}
+
+// releaseStaleJoin leaves an endpoint the request names that is still
+// joined to a sandbox which no longer exists (its runtime never sent
+// DEL), so that the new sandbox can join it.
+func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, id identity) error {
+	var nw *Network
+	var ep *Endpoint
+	err := c.store.View(func(tx store.Tx) error {
+		var err error
+		if nw, err = getNetwork(tx, req.Conf.Name); err != nil {
+			return err
+		}
+		ep, err = getEndpoint(tx, req.Conf.Name, id.Name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if ep.Sandbox == nil || ep.Sandbox.Key == req.NetNS || sandbox.Exists(ep.Sandbox.Key) {
+		return nil
+	}
+	return c.leave(ctx, req, nw, ep)
+}
+
+// reserve records, in one transaction, the network (on first use), the
+// endpoint with its built-in IPAM addresses, and the attachment being
+// made, before anything on the host changes.
+func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
+	req := j.req
+	return c.store.Update(func(tx store.Tx) error {
+		nw, err := getNetwork(tx, req.Conf.Name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			nw = &Network{Name: req.Conf.Name, ID: newID(), Driver: req.Conf.Type, Created: c.now().UTC()}
+			j.newNetwork = true
+		case err != nil:
+			return err
+		case nw.Driver != req.Conf.Type:
+			return invalidConfig("type: network %s exists with driver %q, not %q", nw.Name, nw.Driver, req.Conf.Type)
+		}
+		j.nw = nw
+		if err := store.PutJSON(tx, networkKey(nw.Name), nw); err != nil {
+			return err
+		}
+		if held, err := endpointOf(tx, nw.Name, req.ContainerID, req.IfName); err != nil {
+			return err
+		} else if held != nil {
+			return newError(CodeInterfaceExists, "CNI_IFNAME: container %s already has %s on network %s (endpoint %s); DEL it first",
+				req.ContainerID, req.IfName, nw.Name, held.Name)
+		}
+		ep, err := getEndpoint(tx, nw.Name, id.Name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if ep, err = c.newEndpoint(tx, req, id, static); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		default:
+			if err := reuseEndpoint(ep, req, static); err != nil {
+				return err
+			}
+			prior := *ep
+			j.prior = &prior
+			ep.Persistent = ep.Persistent || id.Persistent
+		}
+		ep.State = StateJoining
+		ep.Sandbox = &Attachment{Key: req.NetNS, ContainerID: req.ContainerID, IfName: req.IfName, Joined: c.now().UTC()}
+		ep.LeftAt, ep.ExpiresAt = time.Time{}, time.Time{}
+		j.ep = ep
+		return putEndpoint(tx, ep, nil)
+	})
+}
+
+// newEndpoint makes the record of an endpoint, with its addresses when
+// the built-in IPAM serves the network.
+func (c *Controller) newEndpoint(tx store.Tx, req *Request, id identity, static staticRequest) (*Endpoint, error) {
+	ep := &Endpoint{
+		Network:    req.Conf.Name,
+		Name:       id.Name,
+		ID:         newID(),
+		Persistent: id.Persistent,
+		Created:    c.now().UTC(),
+		State:      StateCreated,
+	}
+	if static.MAC != nil {
+		ep.MAC = static.MAC.String()
+	}
+	ic := req.Conf.IPAMConf
+	switch {
+	case ic == nil:
+	case ic.Delegated():
+		ep.IPAM = ic.Type // addresses come from the plugin, after this transaction
+	default:
+		ep.IPAM = ipam.BuiltinType
+		ipcs, err := ipam.NewAllocator(tx, ep.Network, ic).Allocate(ep.ID, static.IPs)
+		if err != nil {
+			return nil, fmt.Errorf("allocate address for endpoint %s: %w", ep.Name, err)
+		}
+		ep.Addresses = addressesOf(ipcs)
+	}
+	return ep, nil
+}
+
+// reuseEndpoint checks that a request for an existing endpoint asks for
+// nothing the endpoint does not hold: a reservation is never replaced.
+func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest) error {
+	if ep.Sandbox != nil {
+		return newError(CodeEndpointInUse, "endpoint %s of network %s is joined to sandbox %s (container %s)",
+			ep.Name, ep.Network, ep.Sandbox.Key, ep.Sandbox.ContainerID)
+	}
+	held := ep.ips()
+	for _, ip := range static.IPs {
+		if !containsIP(held, ip) {
+			return invalidConfig("ips: endpoint %s holds %v, not %s; its reservation is kept, not replaced", ep.Name, held, ip)
+		}
+	}
+	if static.MAC != nil && ep.MAC != "" && static.MAC.String() != ep.MAC {
+		return invalidConfig("mac: endpoint %s has MAC %s, not %s; its reservation is kept, not replaced", ep.Name, ep.MAC, static.MAC)
+	}
+	if static.MAC != nil && ep.MAC == "" {
+		ep.MAC = static.MAC.String()
+	}
+	return nil
+}
+
+// setUp does the host side of an ADD: delegated addresses, the driver's
+// network and endpoint, the join, and the interface in the sandbox.
+func (c *Controller) setUp(ctx context.Context, j *join) error {
+	req, ep, d := j.req, j.ep, j.driver
+	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType && len(ep.Addresses) == 0 {
+		res, err := c.delegate(req, ep).Add(ctx)
+		if err != nil {
+			return fmt.Errorf("ipam %s: %w", ep.IPAM, err)
+		}
+		ep.Addresses = addressesOf(res.IPs)
+	}
+	if !j.nw.Ready {
+		if err := d.CreateNetwork(j.nw.ID, c.networkInfo(req.Conf)); err != nil {
+			return fmt.Errorf("create network %s: %w", j.nw.Name, err)
+		}
+		j.nw.Ready = true
+	}
+	if !ep.DriverCreated {
+		if err := d.CreateEndpoint(j.nw.ID, ep.ID, &endpointInfo{ep: ep}, req.driverOptions()); err != nil {
+			return fmt.Errorf("create endpoint %s: %w", ep.Name, err)
+		}
+		ep.DriverCreated = true
+	}
+	ji := &joinInfo{ep: ep}
+	if err := d.Join(j.nw.ID, ep.ID, req.NetNS, ji, req.driverOptions()); err != nil {
+		return fmt.Errorf("join endpoint %s to %s: %w", ep.Name, req.NetNS, err)
+	}
+	ji.record(ep.Sandbox, req.Conf.IPAMConf)
+	if ep.Sandbox.SrcName == "" {
+		if err := sandbox.LoopbackUp(req.NetNS); err != nil {
+			return fmt.Errorf("sandbox %s: %w", req.NetNS, err)
+		}
+		return nil
+	}
+	// Record the names before moving the interface, so that a DEL after a
+	// crash in the move knows what to remove from the sandbox.
+	if err := c.store.Update(func(tx store.Tx) error { return putEndpoint(tx, ep, nil) }); err != nil {
+		return fmt.Errorf("record join of endpoint %s: %w", ep.Name, err)
+	}
+	att, err := sandbox.Attach(req.NetNS, sandboxInterface(ep))
+	if err != nil {
+		return fmt.Errorf("attach endpoint %s: %w", ep.Name, err)
+	}
+	j.attached = true
+	if ep.MAC == "" && att.MAC != nil {
+		// Keep the MAC the kernel chose so the endpoint keeps it on its next join.
+		ep.MAC = att.MAC.String()
+	}
+	return nil
+}
+
+// rollback undoes a failed ADD: the sandbox interface, the join, and
+// either the whole endpoint (made by this ADD) or its attachment.
+func (c *Controller) rollback(ctx context.Context, j *join) {
+	ep := j.ep
+	a := ep.Sandbox
+	if j.attached && a.DstName != "" {
+		_ = sandbox.Detach(a.Key, a.DstName)
+	}
+	if err := j.driver.Leave(j.nw.ID, ep.ID); err != nil {
+		return // the record still names the attachment: DEL or GC finishes
+	}
+	if j.prior == nil {
+		if err := c.destroy(ctx, j.req, j.nw, ep); err != nil {
+			return
+		}
+	} else {
+		restored := *j.prior
+		restored.DriverCreated = j.prior.DriverCreated || ep.DriverCreated
+		if restored.MAC == "" {
+			restored.MAC = ep.MAC
+		}
+		if err := c.store.Update(func(tx store.Tx) error { return putEndpoint(tx, &restored, a) }); err != nil {
+			return
+		}
+	}
+	if j.newNetwork {
+		// A first ADD that failed leaves no network behind either.
+		_ = c.deleteNetwork(j.driver, j.nw)
+	}
+}
+
+func addressesOf(ipcs []*current.IPConfig) []Address {
+	var out []Address
+	for _, ipc := range ipcs {
+		a := Address{Address: ipc.Address.String()}
+		if ipc.Gateway != nil {
+			a.Gateway = ipc.Gateway.String()
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func containsIP(list []net.IP, ip net.IP) bool {
+	for _, x := range list {
+		if x.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,142 @@
+package cnm
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// Controller runs the CNM lifecycle over one open store for the drivers
+// registered with it.
+type Controller struct {
+	store   store.Store
+	drivers map[string]driverapi.Driver
+	// now is the clock; tests move it to expire reservations.
+	now func() time.Time
+}
+
+var _ driverapi.Registerer = (*Controller)(nil)
+
+// New returns a Controller over s with no drivers.
+func New(s store.Store) *Controller {
+	return &Controller{store: s, drivers: map[string]driverapi.Driver{}, now: time.Now}
+}
+
+// SetClock replaces the controller's clock.
+func (c *Controller) SetClock(now func() time.Time) { c.now = now }
+
+// RegisterDriver implements driverapi.Registerer.
+func (c *Controller) RegisterDriver(name string, d driverapi.Driver, _ driverapi.Capability) error {
+	if err := ValidateNetworkName(name); err != nil {
+		return fmt.Errorf("register driver: name: %w", err)
+	}
+	if _, ok := c.drivers[name]; ok {
+		return driverapi.ErrActiveRegistration(name)
+	}
+	c.drivers[name] = d
+	return nil
+}
+
+// DriverStore implements driverapi.Registerer.
+func (c *Controller) DriverStore(name string) store.Store {
+	return store.Prefixed(c.store, "drivers/"+name+"/")
+}
+
+func (c *Controller) driver(typ string) (driverapi.Driver, error) {
+	d, ok := c.drivers[typ]
+	if !ok {
+		return nil, invalidConfig("type: no driver for network type %q in this plugin", typ)
+	}
+	return d, nil
+}
+
+// Request is one CNI invocation.
+type Request struct {
+	Conf        *NetConf
+	Args        *Args
+	ContainerID string
+	NetNS       string
+	IfName      string
+	// Path is CNI_PATH, where delegated IPAM plugins are found.
+	Path string
+	// RawArgs is CNI_ARGS as the runtime passed it, for delegated plugins.
+	RawArgs string
+}
+
+// validateAttachment checks the names that reach store keys and the host.
+func (r *Request) validateAttachment() error {
+	if err := ValidateContainerID(r.ContainerID); err != nil {
+		return invalidEnv("CNI_CONTAINERID: %v", err)
+	}
+	if err := ValidateIfName(r.IfName); err != nil {
+		return invalidEnv("CNI_IFNAME: %v", err)
+	}
+	if r.NetNS != "" {
+		if err := validatePath(r.NetNS); err != nil {
+			return invalidEnv("CNI_NETNS: %v", err)
+		}
+	}
+	return nil
+}
+
+func (r *Request) driverOptions() driverapi.Options {
+	return driverapi.Options{Config: r.Conf.Raw, Args: r.Args.All, ContainerID: r.ContainerID, IfName: r.IfName}
+}
+
+func (c *Controller) networkInfo(conf *NetConf) driverapi.NetworkInfo {
+	info := driverapi.NetworkInfo{Name: conf.Name, Config: conf.Raw}
+	if conf.IPAMConf == nil || conf.IPAMConf.Delegated() {
+		return info
+	}
+	for _, set := range conf.IPAMConf.Ranges {
+		// Ranges of one set share a family; the first names the pool.
+		_, subnet, err := net.ParseCIDR(set[0].Subnet)
+		if err != nil {
+			continue // ParseConfig made it canonical
+		}
+		info.Pools = append(info.Pools, driverapi.Pool{Subnet: subnet, Gateway: net.ParseIP(set[0].Gateway)})
+	}
+	return info
+}
+
+// lookup returns the network and the endpoint attached as the request's
+// (container ID, ifname); either is nil when absent.
+func (c *Controller) lookup(req *Request) (nw *Network, ep *Endpoint, err error) {
+	err = c.store.View(func(tx store.Tx) error {
+		var err error
+		nw, err = getNetwork(tx, req.Conf.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			nw = nil
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ep, err = endpointOf(tx, req.Conf.Name, req.ContainerID, req.IfName)
+		return err
+	})
+	return nw, ep, err
+}
+
+// errorList collects the errors of a best-effort operation.
+type errorList []error
+
+func (l *errorList) add(err error) {
+	if err != nil {
+		*l = append(*l, err)
+	}
+}
+
+func (l errorList) err(code uint, what string) error {
+	if len(l) == 0 {
+		return nil
+	}
+	return &types.Error{Code: code, Msg: fmt.Sprintf("%s: %v", what, errors.Join(l...))}
+}
+

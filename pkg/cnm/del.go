@@ -1,0 +1,137 @@
+package cnm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/ipam"
+	"github.com/cnmnet/cnmnet/pkg/sandbox"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// Del detaches the request's container from the network: it leaves the
+// endpoint and deletes it unless it is persistent. It succeeds when
+// there is nothing to remove, whatever CNI_NETNS says: the sandbox of
+// record is the one the endpoint joined.
+func (c *Controller) Del(ctx context.Context, req *Request) error {
+	if err := req.validateAttachment(); err != nil {
+		return err
+	}
+	nw, ep, err := c.lookup(req)
+	if err != nil || nw == nil || ep == nil {
+		return err
+	}
+	return c.leave(ctx, req, nw, ep)
+}
+
+// leave detaches ep from its sandbox; an ephemeral endpoint is then
+// deleted, a persistent one keeps its reservation until it expires.
+// Each step tolerates what is already gone; a step that fails stops the
+// leave with the record intact, so that a retried DEL finishes it.
+func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *Endpoint) error {
+	d, err := c.driver(nw.Driver)
+	if err != nil {
+		return err
+	}
+	if a := ep.Sandbox; a != nil {
+		if a.DstName != "" {
+			if err := sandbox.Detach(a.Key, a.DstName); err != nil {
+				return fmt.Errorf("detach endpoint %s: %w", ep.Name, err)
+			}
+		}
+		if err := d.Leave(nw.ID, ep.ID); err != nil {
+			return fmt.Errorf("leave endpoint %s: %w", ep.Name, err)
+		}
+	}
+	if !ep.Persistent {
+		return c.destroy(ctx, req, nw, ep)
+	}
+	return c.store.Update(func(tx store.Tx) error {
+		before := ep.Sandbox
+		ep.Sandbox = nil
+		ep.State = StateLeft
+		ep.LeftAt = c.now().UTC()
+		ep.ExpiresAt = time.Time{}
+		if ttl := req.Conf.ReservationTTL; ttl > 0 {
+			ep.ExpiresAt = ep.LeftAt.Add(time.Duration(ttl))
+		}
+		return putEndpoint(tx, ep, before)
+	})
+}
+
+// destroy deletes an endpoint that no sandbox holds: the driver's
+// resources, its addresses and its record.
+func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep *Endpoint) error {
+	d, err := c.driver(nw.Driver)
+	if err != nil {
+		return err
+	}
+	if err := d.DeleteEndpoint(nw.ID, ep.ID); err != nil {
+		return fmt.Errorf("delete endpoint %s: %w", ep.Name, err)
+	}
+	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType {
+		if err := c.delegate(req, ep).Del(ctx); err != nil {
+			return fmt.Errorf("ipam %s: release addresses of endpoint %s: %w", ep.IPAM, ep.Name, err)
+		}
+	}
+	return c.store.Update(func(tx store.Tx) error {
+		if ep.IPAM == ipam.BuiltinType {
+			if err := ipam.NewAllocator(tx, nw.Name, nil).Release(ep.ID, ep.ips()); err != nil {
+				return fmt.Errorf("release addresses of endpoint %s: %w", ep.Name, err)
+			}
+		}
+		return deleteEndpointRecord(tx, ep)
+	})
+}
+
+// deleteNetwork removes a network that has no endpoints: the driver's
+// host state, the address pool's bookkeeping and the record.
+func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
+	var busy bool
+	if err := c.store.View(func(tx store.Tx) error {
+		return tx.Scan(endpointPrefix(nw.Name), func(string, []byte) error {
+			busy = true
+			return errStopScan
+		})
+	}); err != nil && !errors.Is(err, errStopScan) {
+		return err
+	}
+	if busy {
+		return fmt.Errorf("network %s still has endpoints", nw.Name)
+	}
+	if nw.Ready {
+		if err := d.DeleteNetwork(nw.ID); err != nil {
+			return fmt.Errorf("delete network %s: %w", nw.Name, err)
+		}
+	}
+	return c.store.Update(func(tx store.Tx) error {
+		if err := ipam.ReleaseAll(tx, nw.Name); err != nil {
+			return err
+		}
+		return tx.Delete(networkKey(nw.Name))
+	})
+}
+
+var errStopScan = errors.New("stop scan")
+
+// delegate is the delegated IPAM plugin call for ep: the endpoint's ID is
+// the identity the plugin keys its reservation by, so that a persistent
+// endpoint keeps it across containers.
+func (c *Controller) delegate(req *Request, ep *Endpoint) ipam.Delegate {
+	return ipam.Delegate{
+		Type:        ep.IPAM,
+		NetConf:     req.Conf.Raw,
+		Path:        req.Path,
+		ContainerID: ep.ID,
+		IfName:      delegateIfName,
+		NetNS:       req.NetNS,
+		Args:        req.RawArgs,
+	}
+}
+
+// delegateIfName is the interface name under which delegated IPAM
+// plugins key an endpoint's reservation, whatever CNI_IFNAME it joins as.
+const delegateIfName = "cnm0"

@@ -1,0 +1,70 @@
+package cnm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/ipam"
+	"github.com/cnmnet/cnmnet/pkg/sandbox"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// Error codes of this project, above the range the CNI spec reserves.
+const (
+	// CodeAddressInUse: a requested address is held by another endpoint.
+	CodeAddressInUse uint = 100
+	// CodeEndpointInUse: the endpoint is joined to another live sandbox.
+	CodeEndpointInUse uint = 101
+	// CodePoolExhausted: no free address is left in a range set.
+	CodePoolExhausted uint = 102
+	// CodeInterfaceExists: the sandbox already has an interface of that name.
+	CodeInterfaceExists uint = 103
+)
+
+// newError is a CNI error with a code and a message naming the field.
+func newError(code uint, format string, a ...any) *types.Error {
+	return &types.Error{Code: code, Msg: fmt.Sprintf(format, a...)}
+}
+
+func invalidConfig(format string, a ...any) *types.Error {
+	return newError(types.ErrInvalidNetworkConfig, format, a...)
+}
+
+func invalidEnv(format string, a ...any) *types.Error {
+	return newError(types.ErrInvalidEnvironmentVariables, format, a...)
+}
+
+// AsCNIError turns any error of the core into a CNI error with the code
+// the spec (or this project) gives its cause.
+func AsCNIError(err error) *types.Error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		if te.Msg == err.Error() {
+			return te
+		}
+		return &types.Error{Code: te.Code, Msg: err.Error(), Details: te.Details}
+	}
+	code := types.ErrInternal
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		code = types.ErrTryAgainLater
+	case errors.Is(err, store.ErrCorrupt):
+		code = types.ErrIOFailure
+	case errors.Is(err, ipam.ErrAddressInUse):
+		code = CodeAddressInUse
+	case errors.Is(err, ipam.ErrPoolExhausted):
+		code = CodePoolExhausted
+	case errors.Is(err, ipam.ErrAddressReserved), errors.Is(err, ipam.ErrOutsideRange):
+		code = types.ErrInvalidNetworkConfig
+	case errors.Is(err, sandbox.ErrInterfaceExists):
+		code = CodeInterfaceExists
+	case errors.Is(err, sandbox.ErrNoSandbox):
+		code = types.ErrInvalidNetNS
+	}
+	return &types.Error{Code: code, Msg: err.Error()}
+}

@@ -1,0 +1,125 @@
+package cnm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/ipam"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// GC removes what no valid attachment and no live reservation owns in
+// the request's network: endpoints joined by attachments not listed in
+// cni.dev/valid-attachments (deleted when ephemeral, left when
+// persistent), persistent endpoints whose reservation expired, and
+// address reservations and index entries whose endpoint is gone. It
+// keeps going past errors and reports them all.
+func (c *Controller) GC(ctx context.Context, req *Request) error {
+	valid := map[types.GCAttachment]bool{}
+	for _, a := range req.Conf.ValidAttachments {
+		valid[a] = true
+	}
+	var nw *Network
+	var eps []*Endpoint
+	err := c.store.View(func(tx store.Tx) error {
+		var err error
+		if nw, err = getNetwork(tx, req.Conf.Name); err != nil {
+			return err
+		}
+		return tx.Scan(endpointPrefix(nw.Name), func(_ string, v []byte) error {
+			ep := &Endpoint{}
+			if err := json.Unmarshal(v, ep); err != nil {
+				return fmt.Errorf("%w: endpoint record: %v", store.ErrCorrupt, err)
+			}
+			eps = append(eps, ep)
+			return nil
+		})
+	})
+	if nw == nil {
+		return nil // the network was never used here: nothing to collect
+	}
+	if err != nil {
+		return err
+	}
+	var errs errorList
+	live := map[string]bool{}
+	for _, ep := range eps {
+		stale := ep.Sandbox != nil && !valid[types.GCAttachment{ContainerID: ep.Sandbox.ContainerID, IfName: ep.Sandbox.IfName}]
+		expired := ep.Sandbox == nil && (!ep.Persistent || !ep.ExpiresAt.IsZero() && c.now().After(ep.ExpiresAt))
+		gone := false
+		switch {
+		case stale:
+			err := c.leave(ctx, req, nw, ep)
+			errs.add(err)
+			gone = err == nil && !ep.Persistent
+		case expired:
+			err := c.destroy(ctx, req, nw, ep)
+			errs.add(err)
+			gone = err == nil
+		}
+		if !gone {
+			live[ep.ID] = true
+		}
+	}
+	errs.add(c.collectOrphans(nw, live))
+	errs.add(c.gcDelegated(ctx, req, eps, live))
+	return errs.err(types.ErrInternal, "gc of network "+nw.Name)
+}
+
+// collectOrphans removes address reservations held by no endpoint and
+// attachment index entries that point nowhere: what a process killed
+// between two writes could leave.
+func (c *Controller) collectOrphans(nw *Network, live map[string]bool) error {
+	return c.store.Update(func(tx store.Tx) error {
+		if err := ipam.ReleaseOrphans(tx, nw.Name, func(owner string) bool { return live[owner] }); err != nil {
+			return err
+		}
+		var dangling []string
+		err := tx.Scan(attachmentPrefix(nw.Name), func(k string, v []byte) error {
+			if _, err := getEndpoint(tx, nw.Name, string(v)); err != nil {
+				dangling = append(dangling, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range dangling {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// gcDelegated forwards GC to a delegated IPAM plugin, naming the
+// endpoints still alive as its valid attachments.
+func (c *Controller) gcDelegated(ctx context.Context, req *Request, eps []*Endpoint, live map[string]bool) error {
+	ic := req.Conf.IPAMConf
+	if ic == nil || !ic.Delegated() {
+		return nil
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(req.Conf.Raw, &conf); err != nil {
+		return err
+	}
+	valid := []types.GCAttachment{}
+	for _, ep := range eps {
+		if live[ep.ID] {
+			valid = append(valid, types.GCAttachment{ContainerID: ep.ID, IfName: delegateIfName})
+		}
+	}
+	conf["cni.dev/valid-attachments"] = valid
+	raw, err := json.Marshal(conf)
+	if err != nil {
+		return err
+	}
+	if err := ipam.DelegateGC(ctx, ic.Type, raw, req.Path); err != nil {
+		return fmt.Errorf("ipam %s: %w", ic.Type, err)
+	}
+	return nil
+}

@@ -1,0 +1,264 @@
+package cnm
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// Endpoint states.
+const (
+	// StateCreated: reserved, never joined.
+	StateCreated = "created"
+	// StateJoining: a Join is under way (or died half-way); the record
+	// names the sandbox so that DEL or GC can undo it.
+	StateJoining = "joining"
+	// StateJoined: attached to a sandbox.
+	StateJoined = "joined"
+	// StateLeft: was joined, keeps its reservation.
+	StateLeft = "left"
+)
+
+// Network is the stored record of a CNM network.
+type Network struct {
+	Name    string    `json:"name"`
+	ID      string    `json:"id"`
+	Driver  string    `json:"driver"`
+	Created time.Time `json:"created"`
+	// Ready is set once the driver's CreateNetwork succeeded.
+	Ready bool `json:"ready"`
+}
+
+// Endpoint is the stored record of a CNM endpoint.
+type Endpoint struct {
+	Network    string    `json:"network"`
+	Name       string    `json:"name"`
+	ID         string    `json:"id"`
+	Persistent bool      `json:"persistent"`
+	Created    time.Time `json:"created"`
+	State      string    `json:"state"`
+
+	MAC       string    `json:"mac,omitempty"`
+	Addresses []Address `json:"addresses,omitempty"`
+	// IPAM is the allocator of the addresses: "cnm" (built in), a
+	// delegated plugin type, or "" for none.
+	IPAM string `json:"ipam,omitempty"`
+	// DriverCreated is set once the driver's CreateEndpoint succeeded.
+	DriverCreated bool `json:"driverCreated,omitempty"`
+
+	// Sandbox is the current attachment, while joining or joined.
+	Sandbox *Attachment `json:"sandbox,omitempty"`
+
+	LeftAt    time.Time `json:"leftAt,omitzero"`
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+}
+
+// Address is one of an endpoint's addresses.
+type Address struct {
+	Address string `json:"address"` // CIDR
+	Gateway string `json:"gateway,omitempty"`
+}
+
+// Attachment is an endpoint's join to a sandbox.
+type Attachment struct {
+	Key         string    `json:"key"` // the netns path
+	ContainerID string    `json:"containerID"`
+	IfName      string    `json:"ifName"`
+	Joined      time.Time `json:"joined"`
+	// SrcName is the interface the driver made, DstName its name in the
+	// sandbox; both empty when the driver gave the sandbox no interface.
+	SrcName        string          `json:"srcName,omitempty"`
+	DstName        string          `json:"dstName,omitempty"`
+	Routes         []Route         `json:"routes,omitempty"`
+	HostInterfaces []HostInterface `json:"hostInterfaces,omitempty"`
+	DNS            *DNS            `json:"dns,omitempty"`
+}
+
+// sameAs reports whether a and b are the same attachment.
+func (a *Attachment) sameAs(b *Attachment) bool {
+	return a.Key == b.Key && a.ContainerID == b.ContainerID && a.IfName == b.IfName
+}
+
+// Route is a route in the sandbox.
+type Route struct {
+	Dst string `json:"dst"`
+	GW  string `json:"gw,omitempty"`
+}
+
+// HostInterface is an interface a driver keeps on the host for an endpoint.
+type HostInterface struct {
+	Name string `json:"name"`
+	MAC  string `json:"mac,omitempty"`
+}
+
+// DNS is what a driver reports for the sandbox's resolver.
+type DNS struct {
+	Nameservers []string `json:"nameservers,omitempty"`
+	Domain      string   `json:"domain,omitempty"`
+	Search      []string `json:"search,omitempty"`
+	Options     []string `json:"options,omitempty"`
+}
+
+// SandboxRecord lists the endpoints joined to one sandbox, across networks.
+type SandboxRecord struct {
+	Key       string   `json:"key"`
+	Endpoints []string `json:"endpoints"` // network/endpoint
+}
+
+// Store keys.
+func networkKey(name string) string { return "networks/" + name }
+func endpointPrefix(network string) string {
+	return "endpoints/" + network + "/"
+}
+func endpointKey(network, name string) string { return endpointPrefix(network) + name }
+func attachmentPrefix(network string) string {
+	return "attachments/" + network + "/"
+}
+func attachmentKey(network, containerID, ifName string) string {
+	return attachmentPrefix(network) + containerID + "/" + ifName
+}
+func sandboxKey(key string) string { return "sandboxes/" + url.PathEscape(key) }
+
+// newID returns a random 128-bit identifier in hex.
+func newID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+func getNetwork(tx store.Tx, name string) (*Network, error) {
+	n := &Network{}
+	if err := store.GetJSON(tx, networkKey(name), n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func getEndpoint(tx store.Tx, network, name string) (*Endpoint, error) {
+	ep := &Endpoint{}
+	if err := store.GetJSON(tx, endpointKey(network, name), ep); err != nil {
+		return nil, err
+	}
+	return ep, nil
+}
+
+// endpointOf returns the endpoint attached as (containerID, ifName), or
+// nil when there is none.
+func endpointOf(tx store.Tx, network, containerID, ifName string) (*Endpoint, error) {
+	name, err := tx.Get(attachmentKey(network, containerID, ifName))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ep, err := getEndpoint(tx, network, string(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return ep, err
+}
+
+// ref is how a sandbox record names an endpoint.
+func (ep *Endpoint) ref() string { return ep.Network + "/" + ep.Name }
+
+// ips returns the endpoint's addresses as IPs.
+func (ep *Endpoint) ips() []net.IP {
+	var ips []net.IP
+	for _, a := range ep.Addresses {
+		if ip, _, err := net.ParseCIDR(a.Address); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
+}
+
+// ipNets returns the endpoint's addresses with their prefix lengths.
+func (ep *Endpoint) ipNets() []*net.IPNet {
+	var nets []*net.IPNet
+	for _, a := range ep.Addresses {
+		if ip, n, err := net.ParseCIDR(a.Address); err == nil {
+			n.IP = ip
+			nets = append(nets, n)
+		}
+	}
+	return nets
+}
+
+// putEndpoint writes ep and keeps the attachment and sandbox indexes in
+// step with ep.Sandbox, given the attachment it had before (nil if none).
+func putEndpoint(tx store.Tx, ep *Endpoint, before *Attachment) error {
+	if before != nil && (ep.Sandbox == nil || !before.sameAs(ep.Sandbox)) {
+		if err := unindexAttachment(tx, ep, before); err != nil {
+			return err
+		}
+	}
+	if ep.Sandbox != nil {
+		if err := indexAttachment(tx, ep); err != nil {
+			return err
+		}
+	}
+	return store.PutJSON(tx, endpointKey(ep.Network, ep.Name), ep)
+}
+
+func indexAttachment(tx store.Tx, ep *Endpoint) error {
+	a := ep.Sandbox
+	if err := tx.Put(attachmentKey(ep.Network, a.ContainerID, a.IfName), []byte(ep.Name)); err != nil {
+		return err
+	}
+	sb := &SandboxRecord{Key: a.Key}
+	if err := store.GetJSON(tx, sandboxKey(a.Key), sb); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	for _, r := range sb.Endpoints {
+		if r == ep.ref() {
+			return nil
+		}
+	}
+	sb.Endpoints = append(sb.Endpoints, ep.ref())
+	return store.PutJSON(tx, sandboxKey(a.Key), sb)
+}
+
+func unindexAttachment(tx store.Tx, ep *Endpoint, a *Attachment) error {
+	if err := tx.Delete(attachmentKey(ep.Network, a.ContainerID, a.IfName)); err != nil {
+		return err
+	}
+	sb := &SandboxRecord{}
+	err := store.GetJSON(tx, sandboxKey(a.Key), sb)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	kept := sb.Endpoints[:0]
+	for _, r := range sb.Endpoints {
+		if r != ep.ref() {
+			kept = append(kept, r)
+		}
+	}
+	if len(kept) == 0 {
+		// The sandbox goes with its last endpoint.
+		return tx.Delete(sandboxKey(a.Key))
+	}
+	sb.Endpoints = kept
+	return store.PutJSON(tx, sandboxKey(a.Key), sb)
+}
+
+// deleteEndpointRecord removes ep and its indexes.
+func deleteEndpointRecord(tx store.Tx, ep *Endpoint) error {
+	if ep.Sandbox != nil {
+		if err := unindexAttachment(tx, ep, ep.Sandbox); err != nil {
+			return err
+		}
+	}
+	return tx.Delete(endpointKey(ep.Network, ep.Name))
+}

@@ -1,0 +1,61 @@
+package cnm
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/ipam"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// Status tells whether an ADD on the request's network could succeed:
+// the store is readable, an address is free in every range set, and the
+// driver and any delegated IPAM plugin are ready. Otherwise it returns
+// error 50.
+func (c *Controller) Status(ctx context.Context, req *Request) error {
+	d, err := c.driver(req.Conf.Type)
+	if err != nil {
+		return err
+	}
+	unavailable := func(format string, a ...any) error {
+		return newError(types.ErrPluginNotAvailable, format, a...)
+	}
+	ic := req.Conf.IPAMConf
+	err = c.store.View(func(tx store.Tx) error {
+		if _, err := getNetwork(tx, req.Conf.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if ic == nil || ic.Delegated() {
+			return nil
+		}
+		exhausted, which, err := ipam.NewAllocator(tx, req.Conf.Name, ic).Exhausted()
+		if err != nil {
+			return err
+		}
+		if exhausted {
+			return unavailable("ipam: no free address left in range set %s", which)
+		}
+		return nil
+	})
+	if err != nil {
+		var te *types.Error
+		if errors.As(err, &te) {
+			return err
+		}
+		return unavailable("store: %v", err)
+	}
+	if ic != nil && ic.Delegated() {
+		if err := ipam.DelegateStatus(ctx, ic.Type, req.Conf.Raw, req.Path); err != nil {
+			return unavailable("ipam %s: %v", ic.Type, err)
+		}
+	}
+	if sr, ok := d.(driverapi.StatusReporter); ok {
+		if err := sr.Status(c.networkInfo(req.Conf)); err != nil {
+			return unavailable("driver %s: %v", req.Conf.Type, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package driverapi
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+var (
+	// ErrInterfaceAssigned is returned by EndpointInfo.AddInterface when
+	// the endpoint already has an interface: a driver may not replace it.
+	ErrInterfaceAssigned = errors.New("endpoint already has an interface")
+	// ErrNoInterface is returned by JoinInfo methods that configure the
+	// interface of an endpoint that has none.
+	ErrNoInterface = errors.New("endpoint has no interface")
+)
+
+// Driver manages the networks and endpoints of one network type.
+// Every method must be idempotent: the core calls them again after a
+// plugin process died half-way, and Leave, DeleteEndpoint and
+// DeleteNetwork must succeed when what they remove is already gone.
+type Driver interface {
+	// Type is the network type this driver manages.
+	Type() string
+
+	// CreateNetwork sets up the host state of a network (bridges,
+	// tunnels, firewall chains), on the network's first use.
+	CreateNetwork(nid string, net NetworkInfo) error
+	// DeleteNetwork removes the host state of a network.
+	DeleteNetwork(nid string) error
+
+	// CreateEndpoint reserves the driver's resources for an endpoint.
+	// epInfo carries the endpoint's interface if one is assigned.
+	CreateEndpoint(nid, eid string, epInfo EndpointInfo, opts Options) error
+	// DeleteEndpoint releases what CreateEndpoint reserved.
+	DeleteEndpoint(nid, eid string) error
+	// EndpointOperInfo returns the operational data of an endpoint, such
+	// as its published ports.
+	EndpointOperInfo(nid, eid string) (map[string]any, error)
+
+	// Join attaches the endpoint to the sandbox whose key (netns path) is
+	// sboxKey, naming through jinfo the interface the core moves there.
+	Join(nid, eid, sboxKey string, jinfo JoinInfo, opts Options) error
+	// Leave detaches the endpoint from its sandbox. The sandbox may be
+	// gone already.
+	Leave(nid, eid string) error
+}
+
+// NetworkInfo describes a network to its driver.
+type NetworkInfo struct {
+	// Name is the CNI network name.
+	Name string
+	// Config is the network configuration as the runtime passed it, for
+	// the driver's own keys.
+	Config []byte
+	// Pools are the network's address pools, one per address range set.
+	Pools []Pool
+}
+
+// Pool is one address pool of a network.
+type Pool struct {
+	Subnet  *net.IPNet
+	Gateway net.IP
+}
+
+// Options carry the request that led to a driver call.
+type Options struct {
+	// Config is the network configuration of this request, including
+	// runtimeConfig, for the driver's own keys.
+	Config []byte
+	// Args are the CNI_ARGS of this request.
+	Args map[string]string
+	// ContainerID and IfName identify the attachment.
+	ContainerID string
+	IfName      string
+}
+
+// EndpointInfo gives a driver the endpoint's interface, or lets it add
+// one when none is assigned.
+type EndpointInfo interface {
+	// Interface returns the endpoint's interface, nil if it has none.
+	Interface() InterfaceInfo
+	// AddInterface assigns the endpoint an interface. It fails with
+	// ErrInterfaceAssigned if one is assigned already.
+	AddInterface(mac net.HardwareAddr, addrs []*net.IPNet) error
+}
+
+// InterfaceInfo is the endpoint's one interface.
+type InterfaceInfo interface {
+	// MacAddress returns the MAC address, nil if none is assigned yet.
+	MacAddress() net.HardwareAddr
+	// SetMacAddress assigns a MAC address when none is; it fails when
+	// one is already assigned and differs.
+	SetMacAddress(net.HardwareAddr) error
+	// Addresses returns the assigned addresses with their prefix length.
+	Addresses() []*net.IPNet
+}
+
+// JoinInfo lets a driver describe, at Join, what the sandbox gets.
+type JoinInfo interface {
+	// SetNames names the interface the driver created in the host
+	// namespace (srcName) and the name it gets inside the sandbox
+	// (dstName, normally CNI_IFNAME). The core moves and renames it.
+	SetNames(srcName, dstName string) error
+	// SetGateway sets the IPv4 default gateway of the sandbox.
+	SetGateway(net.IP) error
+	// SetGatewayIPv6 sets the IPv6 default gateway of the sandbox.
+	SetGatewayIPv6(net.IP) error
+	// AddStaticRoute adds a route in the sandbox through the interface;
+	// a nil nextHop makes it a link route.
+	AddStaticRoute(dst *net.IPNet, nextHop net.IP) error
+	// SetDNS sets the DNS settings reported to the runtime.
+	SetDNS(nameservers, search, options []string, domain string) error
+	// AddHostInterface reports an interface the driver keeps in the host
+	// namespace for this endpoint (a bridge, a veth peer), so that the
+	// result lists it for chained plugins.
+	AddHostInterface(name string, mac net.HardwareAddr) error
+}
+
+// Checker is implemented by drivers that can verify the host state of a
+// joined endpoint for CNI CHECK.
+type Checker interface {
+	CheckEndpoint(nid, eid, sboxKey string) error
+}
+
+// StatusReporter is implemented by drivers that can tell whether they
+// are able to serve a new endpoint (CNI STATUS).
+type StatusReporter interface {
+	Status(net NetworkInfo) error
+}
+
+// Capability describes what a driver needs of the core.
+type Capability struct {
+	// Scope is "local" for a driver whose state is confined to one host,
+	// "global" for one whose endpoints span hosts.
+	Scope string
+}
+
+const (
+	// LocalScope drivers keep state on one host.
+	LocalScope = "local"
+	// GlobalScope drivers share state across hosts.
+	GlobalScope = "global"
+)
+
+// Registerer is the callback each driver package is handed to register
+// its drivers with a controller.
+type Registerer interface {
+	// RegisterDriver adds driver for the network type name.
+	RegisterDriver(name string, driver Driver, capability Capability) error
+	// DriverStore returns a private, persistent key space for the driver
+	// of type name, to keep state across plugin invocations.
+	DriverStore(name string) store.Store
+}
+
+// ErrActiveRegistration is returned when a network type is registered twice.
+type ErrActiveRegistration string
+
+func (e ErrActiveRegistration) Error() string {
+	return fmt.Sprintf("a driver is already registered for network type %q", string(e))
+}

@@ -1,0 +1,117 @@
+package plugin
+
+import (
+	"context"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// SupportedVersions are the CNI spec versions every cnmnet plugin speaks.
+var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// RegisterFunc registers a binary's drivers with a controller; driver
+// packages export one (e.g. null.Register).
+type RegisterFunc func(driverapi.Registerer) error
+
+// Main runs the plugin named name with the drivers reg registers.
+func Main(name string, reg RegisterFunc) {
+	skel.PluginMainFuncs(Funcs(reg), SupportedVersions, name+" (cnmnet): CNM endpoints as a CNI plugin")
+}
+
+// Funcs returns the CNI verbs of a plugin with the drivers reg registers,
+// for skel or for running a plugin in-process.
+func Funcs(reg RegisterFunc) skel.CNIFuncs {
+	p := &plugin{register: reg}
+	return skel.CNIFuncs{Add: p.cmdAdd, Del: p.cmdDel, Check: p.cmdCheck, GC: p.cmdGC, Status: p.cmdStatus}
+}
+
+type plugin struct {
+	register RegisterFunc
+}
+
+func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
+	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+		res, err := c.Add(ctx, req)
+		if err != nil {
+			return err
+		}
+		return types.PrintResult(res, req.Conf.CNIVersion)
+	})
+}
+
+func (p *plugin) cmdDel(args *skel.CmdArgs) error {
+	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+		return c.Del(ctx, req)
+	})
+}
+
+func (p *plugin) cmdCheck(args *skel.CmdArgs) error {
+	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+		return c.Check(ctx, req)
+	})
+}
+
+func (p *plugin) cmdGC(args *skel.CmdArgs) error {
+	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+		return c.GC(ctx, req)
+	})
+}
+
+func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
+	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+		return c.Status(ctx, req)
+	})
+}
+
+// run parses the request, opens the store, builds the controller and
+// calls verb, turning any failure into a CNI error.
+func (p *plugin) run(args *skel.CmdArgs, verb func(context.Context, *cnm.Controller, *cnm.Request) error) error {
+	req, err := loadRequest(args)
+	if err != nil {
+		return cniError(err)
+	}
+	s, err := store.Open(req.Conf.DataDir, store.Options{})
+	if err != nil {
+		return cniError(err)
+	}
+	defer s.Close()
+	c := cnm.New(s)
+	if err := p.register(c); err != nil {
+		return cniError(err)
+	}
+	return cniError(verb(context.Background(), c, req))
+}
+
+// cniError gives err the CNI code of its cause; nil stays an untyped nil.
+func cniError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return cnm.AsCNIError(err)
+}
+
+func loadRequest(args *skel.CmdArgs) (*cnm.Request, error) {
+	conf, err := cnm.LoadNetConf(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	a, err := cnm.ParseArgs(args.Args)
+	if err != nil {
+		return nil, err
+	}
+	return &cnm.Request{
+		Conf:        conf,
+		Args:        a,
+		ContainerID: args.ContainerID,
+		NetNS:       args.Netns,
+		IfName:      args.IfName,
+		Path:        args.Path,
+		RawArgs:     args.Args,
+	}, nil
+}

@@ -1,0 +1,254 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the store's file inside the data directory.
+const FileName = "state.db"
+
+// DefaultLockWait bounds how long Open waits for another process's lock.
+const DefaultLockWait = 10 * time.Second
+
+var (
+	rootBucket = []byte("cnm")
+	schemaKey  = []byte("meta/schema")
+)
+
+// Options tune Open.
+type Options struct {
+	// LockWait bounds the wait for another process's lock; zero means
+	// DefaultLockWait.
+	LockWait time.Duration
+}
+
+// FileStore is the embedded store: one bbolt file, held under an
+// exclusive lock from Open to Close.
+type FileStore struct {
+	db *bolt.DB
+}
+
+var _ Store = (*FileStore)(nil)
+
+// Open opens (creating on first use) the store in dir, waiting at most
+// opts.LockWait for a lock held by another process.
+func Open(dir string, opts Options) (*FileStore, error) {
+	if opts.LockWait <= 0 {
+		opts.LockWait = DefaultLockWait
+	}
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, FileName)
+	if err := createIfMissing(path); err != nil {
+		return nil, err
+	}
+	// A zero-length file is what a crash mid-creation would leave if the
+	// file were created in place; since it is not, it means damage, and
+	// bbolt would silently re-initialise it.
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("stat store %s: %w", path, err)
+	} else if st.Size() == 0 {
+		return nil, fmt.Errorf("%w: %s is empty", ErrCorrupt, path)
+	}
+	db, err := openBolt(path, opts.LockWait)
+	if err != nil {
+		return nil, err
+	}
+	s := &FileStore{db: db}
+	if err := s.checkSchema(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create store directory %s: %w", dir, err)
+	}
+	// MkdirAll honours the umask and leaves an existing directory alone;
+	// the store holds reservations of every container, so it is private.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("set mode of store directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// createIfMissing initialises a new store file beside path and links it
+// into place, so that a reader never sees a half-written store and two
+// processes racing to create it end up sharing one.
+func createIfMissing(path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stat store %s: %w", path, err)
+	}
+	tmp := path + ".new-" + strconv.Itoa(os.Getpid())
+	_ = os.Remove(tmp) // leftover of a crashed process with our pid
+	defer os.Remove(tmp)
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("create store %s: %w", tmp, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(rootBucket)
+		if err != nil {
+			return err
+		}
+		return b.Put(schemaKey, []byte(SchemaVersion))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("initialise store %s: %w", tmp, err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("install store %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func openBolt(path string, wait time.Duration) (db *bolt.DB, err error) {
+	// bbolt panics on some kinds of damage instead of returning an error.
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: wait})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("%w: waited %s for %s", ErrLocked, wait, path)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch),
+		errors.Is(err, bolterrors.ErrChecksum):
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	default:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+}
+
+func (s *FileStore) checkSchema(path string) error {
+	return s.View(func(tx Tx) error {
+		v, err := tx.Get(string(schemaKey))
+		if err != nil {
+			return fmt.Errorf("%w: %s has no schema version", ErrCorrupt, path)
+		}
+		if string(v) != SchemaVersion {
+			return fmt.Errorf("%w: %s has schema version %q, this build reads %q",
+				ErrCorrupt, path, v, SchemaVersion)
+		}
+		return nil
+	})
+}
+
+// View implements Store.
+func (s *FileStore) View(fn func(Tx) error) error {
+	return guard(func() error {
+		return s.db.View(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
+	})
+}
+
+// Update implements Store.
+func (s *FileStore) Update(fn func(Tx) error) error {
+	return guard(func() error {
+		return s.db.Update(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
+	})
+}
+
+// Close implements Store.
+func (s *FileStore) Close() error { return s.db.Close() }
+
+func guard(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
+
+func wrapTx(btx *bolt.Tx) Tx {
+	return &boltTx{b: btx.Bucket(rootBucket)}
+}
+
+type boltTx struct {
+	b *bolt.Bucket // nil when the root bucket is missing
+}
+
+func (t *boltTx) bucket() (*bolt.Bucket, error) {
+	if t.b == nil {
+		return nil, fmt.Errorf("%w: root bucket missing", ErrCorrupt)
+	}
+	return t.b, nil
+}
+
+func (t *boltTx) Get(key string) ([]byte, error) {
+	b, err := t.bucket()
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get([]byte(key))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	return bytes.Clone(v), nil
+}
+
+func (t *boltTx) Put(key string, value []byte) error {
+	b, err := t.bucket()
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), value)
+}
+
+func (t *boltTx) Delete(key string) error {
+	b, err := t.bucket()
+	if err != nil {
+		return err
+	}
+	return b.Delete([]byte(key))
+}
+
+func (t *boltTx) Scan(prefix string, fn func(string, []byte) error) error {
+	b, err := t.bucket()
+	if err != nil {
+		return err
+	}
+	p := []byte(prefix)
+	c := b.Cursor()
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		if err := fn(string(k), bytes.Clone(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
