@@ -51,7 +51,7 @@ step "ADD container b as pod default/web-0 (conf/20-cnm-null-pod.conflist: endpo
 pod="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"
 cni add cnm-null-pod "${ctrs[1]}" "$pod" | jq -c .
 step "a second sandbox for the same pod while b holds the endpoint is refused"
-cni add cnm-null-pod "${ctrs[2]}" "$pod" || true
+cni add cnm-null-pod "${ctrs[2]}" "$pod" 2>&1 | head -n 1 || true
 step "DEL container b: the pod's endpoint stays reserved (reservationTTL 24h)"
 cni del cnm-null-pod "${ctrs[1]}" "$pod" && echo deleted
 step "ADD container c as the re-created pod default/web-0: it joins the same endpoint"

@@ -109,4 +109,3 @@ func checkPrevResult(conf *NetConf, ep *Endpoint) error {
 	}
 	return nil
 }
-

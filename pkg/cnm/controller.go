@@ -139,4 +139,3 @@ func (l errorList) err(code uint, what string) error {
 	}
 	return &types.Error{Code: code, Msg: fmt.Sprintf("%s: %v", what, errors.Join(l...))}
 }
-

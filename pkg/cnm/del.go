@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
@@ -128,8 +129,22 @@ func (c *Controller) delegate(req *Request, ep *Endpoint) ipam.Delegate {
 		ContainerID: ep.ID,
 		IfName:      delegateIfName,
 		NetNS:       req.NetNS,
-		Args:        req.RawArgs,
+		Args:        delegateArgs(req.RawArgs),
 	}
+}
+
+// delegateArgs is CNI_ARGS for a delegated plugin: the runtime's, marked
+// so that the plugin ignores the keys meant for cnmnet (CNM_ENDPOINT).
+func delegateArgs(raw string) string {
+	for _, kv := range strings.Split(raw, ";") {
+		if strings.HasPrefix(kv, "IgnoreUnknown=") {
+			return raw
+		}
+	}
+	if raw == "" {
+		return "IgnoreUnknown=1"
+	}
+	return "IgnoreUnknown=1;" + raw
 }
 
 // delegateIfName is the interface name under which delegated IPAM

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -64,9 +65,15 @@ func (p *plugin) cmdGC(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
-	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+	err := p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
 		return c.Status(ctx, req)
 	})
+	// A store that cannot be opened means no ADD can be served.
+	var te *types.Error
+	if errors.As(err, &te) && (te.Code == types.ErrIOFailure || te.Code == types.ErrTryAgainLater) {
+		return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
+	}
+	return err
 }
 
 // run parses the request, opens the store, builds the controller and

@@ -50,7 +50,7 @@ var _ = Describe("ADD, CHECK and DEL through libcni", func() {
 			Expect(cur.Interfaces).To(BeEmpty())
 
 			lo, _ := linkIn(a.netns, "lo")
-			Expect(lo.Attrs().Flags & 1).NotTo(BeZero(), "lo is up")
+			Expect(lo.Attrs().Flags&1).NotTo(BeZero(), "lo is up")
 			Expect(linksIn(a.netns)).To(ConsistOf("lo"))
 			Expect(keysUnder(w.dump(), "endpoints/nullnet/")).To(HaveLen(1))
 
