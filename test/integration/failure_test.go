@@ -3,6 +3,8 @@ package integration_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -72,6 +74,56 @@ var _ = Describe("a plugin killed with SIGKILL in the middle of ADD", func() {
 		Entry("in Join after the veth exists, cleaned by DEL", "join", "DEL"),
 		Entry("in Join after the veth exists, cleaned by GC", "join", "GC"),
 	)
+})
+
+var _ = Describe("plugins killed with SIGKILL at random instants of ADD and DEL", func() {
+	It("leave a store and host that DEL and GC bring back to clean", func() {
+		seed := GinkgoRandomSeed()
+		rng := rand.New(rand.NewPCG(uint64(seed), 7))
+		By(fmt.Sprintf("seed %d", seed))
+		w := newWorld()
+		n := vethNet("1.1.0")
+		start := func(command, id string, netns ns.NetNS) *exec.Cmd {
+			cmd := exec.Command(filepath.Join(binDir, "cnm-testveth"))
+			cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + id, "CNI_NETNS=" + netns.Path(),
+				"CNI_IFNAME=eth0", "CNI_PATH=" + binDir}
+			cmd.Stdin = bytes.NewReader(w.stdin(n, nil))
+			Expect(cmd.Start()).To(Succeed())
+			return cmd
+		}
+		kills := 0
+		for i := range 20 {
+			id := fmt.Sprintf("k%d", i)
+			c := newNS()
+			command := "ADD"
+			if i%2 == 1 {
+				_, err := w.add(n, attachment{id: id, netns: c})
+				Expect(err).NotTo(HaveOccurred())
+				command = "DEL"
+			}
+			Expect(w.hostNS.Do(func(ns.NetNS) error {
+				cmd := start(command, id, c)
+				time.Sleep(time.Duration(rng.IntN(40000)) * time.Microsecond)
+				if cmd.Process.Kill() == nil {
+					kills++
+				}
+				_ = cmd.Wait()
+				return nil
+			})).To(Succeed())
+			Expect(w.del(n, attachment{id: id, netns: c})).To(Succeed())
+			Expect(linksIn(c)).To(ConsistOf("lo"))
+		}
+		_, err := w.exec("cnm-testveth", invocation{command: "GC", stdin: w.stdin(n, nil)})
+		Expect(err).NotTo(HaveOccurred())
+		kv := w.dump()
+		Expect(keysUnder(kv, "endpoints/")).To(BeEmpty())
+		Expect(keysUnder(kv, "attachments/")).To(BeEmpty())
+		Expect(keysUnder(kv, "ipam/vethnet/addr/")).To(BeEmpty())
+		Expect(w.hostLinks("t")).To(BeEmpty())
+		fmt.Fprintf(GinkgoWriter, "%d kills\n", kills)
+		_, err = w.add(n, attachment{id: "after", netns: newNS()})
+		Expect(err).NotTo(HaveOccurred())
+	})
 })
 
 var _ = Describe("bad input", func() {
