@@ -2,7 +2,9 @@ package cnm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"strings"
@@ -68,20 +70,35 @@ type Duration time.Duration
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var secs float64
 	if err := json.Unmarshal(b, &secs); err == nil {
+		if math.IsNaN(secs) || math.Abs(secs) > maxDurationSeconds {
+			return &durationError{outOfRange: true, msg: fmt.Sprintf("%s seconds is out of range", b)}
+		}
 		*d = Duration(secs * float64(time.Second))
 		return nil
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration such as \"24h\" or a number of seconds")
+		return &durationError{msg: fmt.Sprintf("%s: want a duration such as \"24h\" or a number of seconds", b)}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return &durationError{msg: err.Error()}
 	}
 	*d = Duration(v)
 	return nil
 }
+
+// maxDurationSeconds is the longest span a time.Duration holds.
+const maxDurationSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+// durationError is a Duration that could not be decoded; LoadNetConf
+// names the field, which encoding/json does not.
+type durationError struct {
+	outOfRange bool
+	msg        string
+}
+
+func (e *durationError) Error() string { return e.msg }
 
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) {
@@ -92,6 +109,13 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 func LoadNetConf(raw []byte) (*NetConf, error) {
 	conf := &NetConf{}
 	if err := json.Unmarshal(raw, conf); err != nil {
+		var de *durationError
+		switch {
+		case errors.As(err, &de) && de.outOfRange:
+			return nil, invalidConfig("reservationTTL: %v", de)
+		case errors.As(err, &de):
+			return nil, newError(types.ErrDecodingFailure, "decode network configuration: reservationTTL: %v", de)
+		}
 		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)
 	}
 	conf.Raw = raw

@@ -3,6 +3,7 @@ package cnm
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -44,10 +45,12 @@ func AsCNIError(err error) *types.Error {
 	}
 	var te *types.Error
 	if errors.As(err, &te) {
-		if te.Msg == err.Error() {
+		if err == error(te) {
 			return te
 		}
-		return &types.Error{Code: te.Code, Msg: err.Error(), Details: te.Details}
+		// The context around te, with te's details kept apart once.
+		msg := strings.TrimSuffix(err.Error(), "; "+te.Details)
+		return &types.Error{Code: te.Code, Msg: msg, Details: te.Details}
 	}
 	code := types.ErrInternal
 	switch {

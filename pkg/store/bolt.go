@@ -2,11 +2,13 @@ package store
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -60,6 +62,9 @@ func Open(dir string, opts Options) (*FileStore, error) {
 	} else if st.Size() == 0 {
 		return nil, fmt.Errorf("%w: %s is empty", ErrCorrupt, path)
 	}
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
 	db, err := openBolt(path, opts.LockWait)
 	if err != nil {
 		return nil, err
@@ -76,12 +81,31 @@ func ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create store directory %s: %w", dir, err)
 	}
-	// MkdirAll honours the umask and leaves an existing directory alone;
-	// the store holds reservations of every container, so it is private.
+	// MkdirAll honours the umask, and the store holds every container's
+	// reservations: its directory is private. A directory that holds
+	// other things (a dataDir of /var/lib, say) is not the store's to
+	// change.
+	if !dedicated(dir) {
+		return nil
+	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("set mode of store directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// dedicated reports whether dir holds nothing but the store.
+func dedicated(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name() != FileName && !strings.HasPrefix(e.Name(), FileName+".new-") {
+			return false
+		}
+	}
+	return true
 }
 
 // createIfMissing initialises a new store file beside path and links it
@@ -93,8 +117,13 @@ func createIfMissing(path string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("stat store %s: %w", path, err)
 	}
-	tmp := path + ".new-" + strconv.Itoa(os.Getpid())
-	_ = os.Remove(tmp) // leftover of a crashed process with our pid
+	// A name of its own for every caller, so that racing creators (threads
+	// or processes) never touch each other's half-made files.
+	suffix := make([]byte, 8)
+	if _, err := rand.Read(suffix); err != nil {
+		return fmt.Errorf("create store %s: %w", path, err)
+	}
+	tmp := path + ".new-" + hex.EncodeToString(suffix)
 	defer os.Remove(tmp)
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
@@ -227,7 +256,7 @@ func (t *boltTx) Put(key string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(key), value)
+	return b.Put([]byte(key), bytes.Clone(value))
 }
 
 func (t *boltTx) Delete(key string) error {

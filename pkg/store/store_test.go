@@ -1,0 +1,754 @@
+package store_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// put commits key=value in one transaction.
+func put(s store.Store, key, value string) {
+	GinkgoHelper()
+	Expect(s.Update(func(tx store.Tx) error { return tx.Put(key, []byte(value)) })).To(Succeed())
+}
+
+// get reads key in a transaction of its own.
+func get(s store.Store, key string) ([]byte, error) {
+	var v []byte
+	err := s.View(func(tx store.Tx) error {
+		var err error
+		v, err = tx.Get(key)
+		return err
+	})
+	return v, err
+}
+
+// scan returns the keys and values under prefix, in the order Scan gives them.
+func scan(s store.Store, prefix string) (keys []string, values []string) {
+	GinkgoHelper()
+	Expect(s.View(func(tx store.Tx) error {
+		return tx.Scan(prefix, func(k string, v []byte) error {
+			keys = append(keys, k)
+			values = append(values, string(v))
+			return nil
+		})
+	})).To(Succeed())
+	return keys, values
+}
+
+var _ = Describe("Open", func() {
+	Context("file modes", Serial, func() {
+		BeforeEach(func() {
+			old := syscall.Umask(0)
+			DeferCleanup(func() { syscall.Umask(old) })
+		})
+
+		It("creates a private directory and file even under a permissive umask", func() {
+			dir := filepath.Join(GinkgoT().TempDir(), "lib", "cnm")
+			s, err := store.Open(dir, store.Options{})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(s.Close()).To(Succeed())
+
+			st, err := os.Stat(dir)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o700)))
+			st, err = os.Stat(filepath.Join(dir, store.FileName))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.Mode().IsRegular()).To(BeTrue())
+			Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o600)))
+		})
+
+		DescribeTable("tightens an existing directory to 0700",
+			func(mode os.FileMode) {
+				dir := filepath.Join(GinkgoT().TempDir(), "cnm")
+				Expect(os.Mkdir(dir, mode)).To(Succeed())
+				Expect(os.Chmod(dir, mode)).To(Succeed())
+				s, err := store.Open(dir, store.Options{})
+				Expect(err).NotTo(HaveOccurred())
+				Expect(s.Close()).To(Succeed())
+				st, err := os.Stat(dir)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o700)))
+			},
+			Entry("0755", os.FileMode(0o755)),
+			Entry("0777", os.FileMode(0o777)),
+			Entry("0711", os.FileMode(0o711)),
+			Entry("already 0700", os.FileMode(0o700)),
+		)
+
+		It("tightens the directory of an existing store on every open", func() {
+			dir := GinkgoT().TempDir()
+			s, err := store.Open(dir, store.Options{})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(s.Close()).To(Succeed())
+			Expect(os.Chmod(dir, 0o755)).To(Succeed())
+
+			s, err = store.Open(dir, store.Options{})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(s.Close()).To(Succeed())
+			st, err := os.Stat(dir)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o700)))
+		})
+	})
+
+	It("leaves the mode of a directory that holds other things alone", func() {
+		dir := GinkgoT().TempDir()
+		Expect(os.WriteFile(filepath.Join(dir, "someone-else"), nil, 0o644)).To(Succeed())
+		Expect(os.Chmod(dir, 0o755)).To(Succeed())
+		s, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.Close()).To(Succeed())
+		st, err := os.Stat(dir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o755)))
+		st, err = os.Stat(filepath.Join(dir, store.FileName))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o600)))
+	})
+
+	It("leaves nothing but the store file in a new directory", func() {
+		dir := GinkgoT().TempDir()
+		s, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.Close()).To(Succeed())
+		entries, err := os.ReadDir(dir)
+		Expect(err).NotTo(HaveOccurred())
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		Expect(names).To(Equal([]string{store.FileName}))
+	})
+
+	It("keeps committed data across close and reopen", func() {
+		dir := GinkgoT().TempDir()
+		s, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		put(s, "net/a", "1")
+		Expect(s.Close()).To(Succeed())
+
+		s = openStore(dir)
+		Expect(get(s, "net/a")).To(Equal([]byte("1")))
+	})
+
+	DescribeTable("fails, without claiming corruption or a lock, when the directory cannot be made",
+		func(makeDir func(base string) string) {
+			dir := makeDir(GinkgoT().TempDir())
+			s, err := store.Open(dir, store.Options{LockWait: 100 * time.Millisecond})
+			Expect(err).To(HaveOccurred())
+			Expect(s).To(BeNil())
+			Expect(err).NotTo(MatchError(store.ErrCorrupt))
+			Expect(err).NotTo(MatchError(store.ErrLocked))
+			Expect(err.Error()).To(ContainSubstring(dir))
+		},
+		Entry("a parent of the directory is a regular file", func(base string) string {
+			Expect(os.WriteFile(filepath.Join(base, "file"), []byte("x"), 0o600)).To(Succeed())
+			return filepath.Join(base, "file", "cnm")
+		}),
+		Entry("the directory itself is a regular file", func(base string) string {
+			p := filepath.Join(base, "cnm")
+			Expect(os.WriteFile(p, []byte("x"), 0o600)).To(Succeed())
+			return p
+		}),
+	)
+
+	It("fails when the store file is a directory", func() {
+		dir := GinkgoT().TempDir()
+		Expect(os.Mkdir(filepath.Join(dir, store.FileName), 0o700)).To(Succeed())
+		_, err := store.Open(dir, store.Options{LockWait: 100 * time.Millisecond})
+		Expect(err).To(HaveOccurred())
+	})
+})
+
+var _ = Describe("transactions", func() {
+	var s *store.FileStore
+
+	BeforeEach(func() {
+		s = openStore(GinkgoT().TempDir())
+	})
+
+	It("returns ErrNotFound for a missing key, in View and in Update", func() {
+		_, err := get(s, "nope")
+		Expect(err).To(MatchError(store.ErrNotFound))
+		err = s.Update(func(tx store.Tx) error {
+			_, err := tx.Get("nope")
+			Expect(err).To(MatchError(store.ErrNotFound))
+			return nil
+		})
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	It("puts, overwrites and deletes", func() {
+		put(s, "a", "1")
+		Expect(get(s, "a")).To(Equal([]byte("1")))
+		put(s, "a", "2")
+		Expect(get(s, "a")).To(Equal([]byte("2")))
+		Expect(s.Update(func(tx store.Tx) error { return tx.Delete("a") })).To(Succeed())
+		_, err := get(s, "a")
+		Expect(err).To(MatchError(store.ErrNotFound))
+	})
+
+	DescribeTable("stores an empty value as present",
+		func(value []byte) {
+			Expect(s.Update(func(tx store.Tx) error { return tx.Put("empty", value) })).To(Succeed())
+			v, err := get(s, "empty")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(v).To(BeEmpty())
+			keys, _ := scan(s, "empty")
+			Expect(keys).To(Equal([]string{"empty"}))
+		},
+		Entry("zero-length", []byte{}),
+		Entry("nil", nil),
+	)
+
+	It("sees its own writes inside an Update", func() {
+		Expect(s.Update(func(tx store.Tx) error {
+			Expect(tx.Put("a", []byte("1"))).To(Succeed())
+			Expect(tx.Get("a")).To(Equal([]byte("1")))
+			Expect(tx.Delete("a")).To(Succeed())
+			_, err := tx.Get("a")
+			Expect(err).To(MatchError(store.ErrNotFound))
+			return nil
+		})).To(Succeed())
+	})
+
+	It("deletes a missing key without error", func() {
+		Expect(s.Update(func(tx store.Tx) error { return tx.Delete("never-was") })).To(Succeed())
+	})
+
+	It("refuses writes in a View and keeps the store unchanged", func() {
+		put(s, "a", "1")
+		err := s.View(func(tx store.Tx) error {
+			Expect(tx.Put("b", []byte("2"))).NotTo(Succeed())
+			Expect(tx.Delete("a")).NotTo(Succeed())
+			return nil
+		})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(get(s, "a")).To(Equal([]byte("1")))
+		_, err = get(s, "b")
+		Expect(err).To(MatchError(store.ErrNotFound))
+	})
+
+	Describe("Scan", func() {
+		BeforeEach(func() {
+			// Inserted out of order, with neighbours on both sides of the prefix.
+			for _, k := range []string{
+				"net/b", "ne", "net", "net/a/x", "net0", "net/", "net/\xff", "net/B",
+				"net/a", "net/0", "nez", "a", "net/a/", "z",
+			} {
+				put(s, k, "v:"+k)
+			}
+		})
+
+		DescribeTable("returns exactly the keys with the prefix, in byte order",
+			func(prefix string, want []string) {
+				keys, values := scan(s, prefix)
+				Expect(keys).To(Equal(want))
+				Expect(sort.StringsAreSorted(keys)).To(BeTrue())
+				for i, k := range keys {
+					Expect(values[i]).To(Equal("v:" + k))
+				}
+			},
+			Entry("a directory prefix", "net/",
+				[]string{"net/", "net/0", "net/B", "net/a", "net/a/", "net/a/x", "net/b", "net/\xff"}),
+			Entry("a nested prefix", "net/a/", []string{"net/a/", "net/a/x"}),
+			Entry("a prefix that is not a directory", "net",
+				[]string{"net", "net/", "net/0", "net/B", "net/a", "net/a/", "net/a/x", "net/b", "net/\xff", "net0"}),
+			Entry("a whole key, which is its own prefix", "net/a/x", []string{"net/a/x"}),
+			Entry("a prefix no key has", "nf", nil),
+			Entry("a prefix after every key", "zz", nil),
+			Entry("a prefix before every key", "0", nil),
+		)
+
+		It("stops at the first error of fn and returns it", func() {
+			stop := errors.New("stop")
+			var seen []string
+			err := s.View(func(tx store.Tx) error {
+				return tx.Scan("net/", func(k string, _ []byte) error {
+					seen = append(seen, k)
+					if len(seen) == 2 {
+						return stop
+					}
+					return nil
+				})
+			})
+			Expect(err).To(MatchError(stop))
+			Expect(seen).To(Equal([]string{"net/", "net/0"}))
+		})
+	})
+
+	It("returns copies: changing a value read in a transaction does not change the store", func() {
+		put(s, "a", "original")
+		put(s, "p/b", "original")
+		var got, scanned []byte
+		Expect(s.View(func(tx store.Tx) error {
+			var err error
+			got, err = tx.Get("a")
+			if err != nil {
+				return err
+			}
+			return tx.Scan("p/", func(_ string, v []byte) error {
+				scanned = v
+				return nil
+			})
+		})).To(Succeed())
+		copy(got, "XXXXXXXX")
+		copy(scanned, "XXXXXXXX")
+		Expect(get(s, "a")).To(Equal([]byte("original")))
+		Expect(get(s, "p/b")).To(Equal([]byte("original")))
+
+		// Also within an Update, where bbolt's slices point into pages that
+		// are about to be written.
+		Expect(s.Update(func(tx store.Tx) error {
+			v, err := tx.Get("a")
+			if err != nil {
+				return err
+			}
+			copy(v, "YYYYYYYY")
+			return tx.Put("c", []byte("new"))
+		})).To(Succeed())
+		Expect(get(s, "a")).To(Equal([]byte("original")))
+	})
+
+	It("stores the value as it was at Put: the caller may reuse its buffer in the same transaction", func() {
+		buf := []byte("first")
+		Expect(s.Update(func(tx store.Tx) error {
+			if err := tx.Put("a", buf); err != nil {
+				return err
+			}
+			copy(buf, "XXXXX")
+			return nil
+		})).To(Succeed())
+		Expect(get(s, "a")).To(Equal([]byte("first")))
+	})
+
+	It("commits nothing when fn returns an error, and returns that error", func() {
+		put(s, "keep", "1")
+		boom := errors.New("boom")
+		err := s.Update(func(tx store.Tx) error {
+			Expect(tx.Put("new", []byte("x"))).To(Succeed())
+			Expect(tx.Put("keep", []byte("changed"))).To(Succeed())
+			Expect(tx.Delete("keep")).To(Succeed())
+			return boom
+		})
+		Expect(err).To(MatchError(boom))
+		_, err = get(s, "new")
+		Expect(err).To(MatchError(store.ErrNotFound))
+		Expect(get(s, "keep")).To(Equal([]byte("1")))
+	})
+
+	It("commits nothing when fn panics, and stays usable", func() {
+		put(s, "keep", "1")
+		err := s.Update(func(tx store.Tx) error {
+			Expect(tx.Put("new", []byte("x"))).To(Succeed())
+			panic("fn bug")
+		})
+		Expect(err).To(HaveOccurred())
+		_, err = get(s, "new")
+		Expect(err).To(MatchError(store.ErrNotFound))
+		put(s, "after", "2")
+		Expect(get(s, "after")).To(Equal([]byte("2")))
+	})
+
+	Describe("GetJSON and PutJSON", func() {
+		type record struct {
+			Name  string            `json:"name"`
+			IPs   []string          `json:"ips"`
+			Count int               `json:"count"`
+			Tags  map[string]string `json:"tags,omitempty"`
+		}
+
+		It("round-trips a value", func() {
+			in := record{Name: "ep1", IPs: []string{"10.0.0.2", "fd00::2"}, Count: 3, Tags: map[string]string{"a": "b"}}
+			Expect(s.Update(func(tx store.Tx) error { return store.PutJSON(tx, "ep/ep1", in) })).To(Succeed())
+			var out record
+			Expect(s.View(func(tx store.Tx) error { return store.GetJSON(tx, "ep/ep1", &out) })).To(Succeed())
+			Expect(out).To(Equal(in))
+			raw, err := get(s, "ep/ep1")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(json.Valid(raw)).To(BeTrue())
+		})
+
+		It("returns ErrNotFound for a missing key", func() {
+			var out record
+			err := s.View(func(tx store.Tx) error { return store.GetJSON(tx, "ep/none", &out) })
+			Expect(err).To(MatchError(store.ErrNotFound))
+		})
+
+		DescribeTable("reports a value that does not decode as ErrCorrupt, naming the key",
+			func(raw string) {
+				put(s, "ep/bad", raw)
+				var out record
+				err := s.View(func(tx store.Tx) error { return store.GetJSON(tx, "ep/bad", &out) })
+				Expect(err).To(MatchError(store.ErrCorrupt))
+				Expect(err.Error()).To(ContainSubstring("ep/bad"))
+			},
+			Entry("not JSON", "not json"),
+			Entry("truncated JSON", `{"name":"ep`),
+			Entry("empty", ""),
+			Entry("JSON of the wrong shape", `["a","b"]`),
+			Entry("a field of the wrong type", `{"count":"three"}`),
+		)
+
+		It("fails to encode an unencodable value without writing it", func() {
+			err := s.Update(func(tx store.Tx) error { return store.PutJSON(tx, "ep/chan", make(chan int)) })
+			Expect(err).To(HaveOccurred())
+			Expect(err).NotTo(MatchError(store.ErrCorrupt))
+			Expect(err.Error()).To(ContainSubstring("ep/chan"))
+			_, err = get(s, "ep/chan")
+			Expect(err).To(MatchError(store.ErrNotFound))
+		})
+	})
+})
+
+var _ = Describe("Prefixed", func() {
+	var (
+		s      *store.FileStore
+		one    store.Store
+		two    store.Store
+		nested store.Store
+	)
+
+	BeforeEach(func() {
+		s = openStore(GinkgoT().TempDir())
+		one = store.Prefixed(s, "drivers/one/")
+		two = store.Prefixed(s, "drivers/two/")
+		nested = store.Prefixed(one, "sub/")
+	})
+
+	It("stores keys under the prefix in the underlying store", func() {
+		put(one, "ep/a", "1")
+		Expect(get(s, "drivers/one/ep/a")).To(Equal([]byte("1")))
+		_, err := get(s, "ep/a")
+		Expect(err).To(MatchError(store.ErrNotFound))
+
+		put(s, "drivers/one/ep/b", "2")
+		Expect(get(one, "ep/b")).To(Equal([]byte("2")))
+	})
+
+	It("strips the prefix from the keys Scan returns", func() {
+		put(one, "ep/b", "2")
+		put(one, "ep/a", "1")
+		put(one, "other", "3")
+		put(s, "drivers/one", "outside") // shares the bytes but not the prefix
+		keys, values := scan(one, "ep/")
+		Expect(keys).To(Equal([]string{"ep/a", "ep/b"}))
+		Expect(values).To(Equal([]string{"1", "2"}))
+		keys, _ = scan(one, "")
+		Expect(keys).To(Equal([]string{"ep/a", "ep/b", "other"}))
+	})
+
+	It("keeps two prefixes apart", func() {
+		put(one, "k", "from one")
+		put(two, "k", "from two")
+		put(two, "only-two", "x")
+		Expect(get(one, "k")).To(Equal([]byte("from one")))
+		Expect(get(two, "k")).To(Equal([]byte("from two")))
+		_, err := get(one, "only-two")
+		Expect(err).To(MatchError(store.ErrNotFound))
+		keys, _ := scan(one, "")
+		Expect(keys).To(Equal([]string{"k"}))
+		keys, _ = scan(two, "")
+		Expect(keys).To(Equal([]string{"k", "only-two"}))
+
+		Expect(one.Update(func(tx store.Tx) error { return tx.Delete("k") })).To(Succeed())
+		Expect(get(two, "k")).To(Equal([]byte("from two")))
+	})
+
+	It("nests", func() {
+		put(nested, "k", "deep")
+		Expect(get(s, "drivers/one/sub/k")).To(Equal([]byte("deep")))
+		keys, _ := scan(one, "")
+		Expect(keys).To(Equal([]string{"sub/k"}))
+		keys, _ = scan(nested, "")
+		Expect(keys).To(Equal([]string{"k"}))
+	})
+
+	It("commits nothing when fn returns an error", func() {
+		boom := errors.New("boom")
+		Expect(one.Update(func(tx store.Tx) error {
+			Expect(tx.Put("k", []byte("v"))).To(Succeed())
+			return boom
+		})).To(MatchError(boom))
+		_, err := get(s, "drivers/one/k")
+		Expect(err).To(MatchError(store.ErrNotFound))
+	})
+
+	It("does not close the underlying store", func() {
+		Expect(one.Close()).To(Succeed())
+		put(s, "still", "open")
+		put(one, "still", "open")
+	})
+})
+
+var _ = Describe("the lock", func() {
+	const wait = 200 * time.Millisecond
+
+	It("makes a second Open fail with ErrLocked after about LockWait, and lets it in after Close", func() {
+		dir := GinkgoT().TempDir()
+		first, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { _ = first.Close() })
+
+		start := time.Now()
+		second, err := store.Open(dir, store.Options{LockWait: wait})
+		elapsed := time.Since(start)
+		Expect(err).To(MatchError(store.ErrLocked))
+		Expect(second).To(BeNil())
+		// bbolt polls every 50ms and gives up once less than a poll is left.
+		Expect(elapsed).To(BeNumerically(">=", wait-60*time.Millisecond))
+		Expect(elapsed).To(BeNumerically("<", wait+time.Second))
+
+		Expect(first.Close()).To(Succeed())
+		second, err = store.Open(dir, store.Options{LockWait: wait})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(second.Close()).To(Succeed())
+	})
+
+	It("waits for a holder that closes within LockWait", func() {
+		dir := GinkgoT().TempDir()
+		first, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		put(first, "a", "1")
+		go func() {
+			defer GinkgoRecover()
+			time.Sleep(150 * time.Millisecond)
+			Expect(first.Close()).To(Succeed())
+		}()
+		second, err := store.Open(dir, store.Options{LockWait: 3 * time.Second})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(second.Close)
+		Expect(get(second, "a")).To(Equal([]byte("1")))
+	})
+})
+
+var _ = Describe("a store that cannot be read", func() {
+	var dir, path string
+
+	BeforeEach(func() {
+		dir = GinkgoT().TempDir()
+		path = filepath.Join(dir, store.FileName)
+	})
+
+	// populate creates a store in dir with some data in it.
+	populate := func() {
+		s, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		for i := range 200 {
+			Expect(s.Update(func(tx store.Tx) error { return tx.Put(seqKey(i), seqValue(i)) })).To(Succeed())
+		}
+		Expect(s.Close()).To(Succeed())
+	}
+
+	// boltFile writes a valid bbolt file at path, filled by fill.
+	boltFile := func(fill func(tx *bolt.Tx) error) {
+		db, err := bolt.Open(path, 0o600, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(db.Update(fill)).To(Succeed())
+		Expect(db.Close()).To(Succeed())
+	}
+
+	schema := func(version string) func(tx *bolt.Tx) error {
+		return func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucket([]byte("cnm"))
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("net/a"), []byte("1")); err != nil {
+				return err
+			}
+			return b.Put([]byte("meta/schema"), []byte(version))
+		}
+	}
+
+	DescribeTable("is reported, never re-initialised",
+		func(damage func(), wantCorrupt bool, mention string) {
+			damage()
+			before := fileDigest(path)
+			st, err := os.Stat(path)
+			Expect(err).NotTo(HaveOccurred())
+			size := st.Size()
+
+			// Twice: a failed open must not leave anything that makes the
+			// next one succeed.
+			for range 2 {
+				s, err := store.Open(dir, store.Options{LockWait: time.Second})
+				Expect(err).To(HaveOccurred())
+				Expect(s).To(BeNil())
+				Expect(err).NotTo(MatchError(store.ErrLocked))
+				if wantCorrupt {
+					Expect(err).To(MatchError(store.ErrCorrupt))
+				}
+				if mention != "" {
+					Expect(err.Error()).To(ContainSubstring(mention))
+				}
+			}
+
+			st, err = os.Stat(path)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(st.Size()).To(Equal(size))
+			Expect(fileDigest(path)).To(Equal(before), "the file was modified")
+		},
+		Entry("truncated to 0 bytes", func() {
+			populate()
+			Expect(os.Truncate(path, 0)).To(Succeed())
+		}, true, store.FileName),
+		Entry("overwritten with 64 KiB of garbage", func() {
+			populate()
+			garbage := make([]byte, 64<<10)
+			for i := range garbage {
+				garbage[i] = byte(i*7919>>3) ^ 0x5a
+			}
+			Expect(os.WriteFile(path, garbage, 0o600)).To(Succeed())
+		}, true, store.FileName),
+		Entry("a valid bbolt file of schema 999", func() {
+			boltFile(schema("999"))
+		}, true, `"999"`),
+		Entry("a valid bbolt file of an empty schema version", func() {
+			boltFile(schema(""))
+		}, true, "schema"),
+		Entry("a valid bbolt file without the cnm bucket", func() {
+			boltFile(func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucket([]byte("other"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("meta/schema"), []byte(store.SchemaVersion))
+			})
+		}, true, ""),
+		Entry("a valid bbolt file whose cnm bucket has no schema key", func() {
+			boltFile(func(tx *bolt.Tx) error {
+				b, err := tx.CreateBucket([]byte("cnm"))
+				if err != nil {
+					return err
+				}
+				return b.Put([]byte("net/a"), []byte("1"))
+			})
+		}, true, "schema"),
+		Entry("an empty bbolt file (no buckets at all)", func() {
+			boltFile(func(*bolt.Tx) error { return nil })
+		}, true, ""),
+	)
+
+	// bbolt maps the file and follows page numbers that may now lie past
+	// its end: that must be an error (or, for a cut that spares every page
+	// in use, a working store), never a crash. The open runs in a child
+	// process so that a crash fails the spec rather than the suite.
+	DescribeTable("reports a store cut short after writes, without crashing or touching it",
+		func(newSize func(size int64) int64, mustFail bool) {
+			populate()
+			st, err := os.Stat(path)
+			Expect(err).NotTo(HaveOccurred())
+			cut := newSize(st.Size())
+			Expect(os.Truncate(path, cut)).To(Succeed())
+			before := fileDigest(path)
+
+			c := startChild(modeOpen, dir)
+			out := c.nextLine()
+			ps := c.wait()
+			GinkgoWriter.Printf("store cut from %d to %d bytes: %s\n", st.Size(), cut, out)
+			Expect(ps.Success()).To(BeTrue(), "the open crashed: %v; stderr:\n%s", ps, c.stderr)
+			if mustFail {
+				Expect(out).To(HavePrefix("error "), "a store cut to %d of %d bytes opened", cut, st.Size())
+			}
+			if strings.HasPrefix(out, "error ") {
+				Expect(out).NotTo(ContainSubstring(store.ErrLocked.Error()))
+			} else {
+				Expect(out).To(Equal(fmt.Sprintf("ok %d", 200+1)), "the store opened but lost keys")
+			}
+			Expect(fileDigest(path)).To(Equal(before), "the file was modified")
+		},
+		Entry("to half its size", func(n int64) int64 { return n / 2 }, true),
+		Entry("to a quarter", func(n int64) int64 { return n / 4 }, true),
+		Entry("to less than its two meta pages", func(int64) int64 { return 5 << 10 }, true),
+		Entry("by its last page, which holds nothing yet", func(n int64) int64 { return n - 4096 }, false),
+		// Pending: bbolt faults (SIGBUS/SIGSEGV, a fatal error that recover
+		// cannot catch) reading the freelist page past the end of the
+		// file; see the report.
+		Entry("to half plus a few bytes, off the page grid", func(n int64) int64 { return n/2 + 100 }, true),
+		Entry("to its two meta pages", func(int64) int64 { return 8 << 10 }, true),
+	)
+
+	// Pending: bbolt reports "file size too small" as a plain error, which
+	// openBolt passes on as "open store ..." instead of ErrCorrupt; see the
+	// report.
+	It("classifies a file too short to hold the meta pages as ErrCorrupt", func() {
+		populate()
+		Expect(os.Truncate(path, 5<<10)).To(Succeed())
+		_, err := store.Open(dir, store.Options{LockWait: time.Second})
+		Expect(err).To(MatchError(store.ErrCorrupt))
+	})
+})
+
+var _ = Describe("racing creation", func() {
+	// Pending: every caller in one process builds the same temporary name
+	// (state.db.new-<pid>), so racers delete and link each other's
+	// half-made files (bolt.go, createIfMissing); see the report. The same
+	// race between processes is in crash_test.go.
+	It("gives every one of 8 simultaneous first opens in one process the same store", func() {
+		const racers = 8
+		for round := range 5 {
+			dir := filepath.Join(GinkgoT().TempDir(), "cnm")
+			start := make(chan struct{})
+			errs := make([]error, racers)
+			var wg sync.WaitGroup
+			for i := range racers {
+				wg.Go(func() {
+					<-start
+					s, err := store.Open(dir, store.Options{LockWait: 10 * time.Second})
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					errs[i] = errors.Join(
+						s.Update(func(tx store.Tx) error { return tx.Put(seqKey(i), []byte("x")) }),
+						s.Close())
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, err := range errs {
+				Expect(err).NotTo(HaveOccurred(), "round %d, racer %d", round, i)
+			}
+			expectRacersKeys(dir, racers)
+		}
+	})
+})
+
+// expectRacersKeys checks that the store in dir holds the keys of racers
+// 0..n-1 and that no temporary file was left beside it.
+func expectRacersKeys(dir string, n int) {
+	GinkgoHelper()
+	s, err := store.Open(dir, store.Options{})
+	Expect(err).NotTo(HaveOccurred())
+	keys, _ := scan(s, "k")
+	Expect(s.Close()).To(Succeed())
+	want := make([]string, n)
+	for i := range want {
+		want[i] = seqKey(i)
+	}
+	Expect(keys).To(Equal(want), "a racer's store was lost")
+
+	entries, err := os.ReadDir(dir)
+	Expect(err).NotTo(HaveOccurred())
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	Expect(slices.Equal(names, []string{store.FileName})).To(BeTrue(), "left behind: %v", names)
+}
