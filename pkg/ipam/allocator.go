@@ -333,20 +333,7 @@ func ReleaseAll(tx store.Tx, network string) error {
 	if err := checkNetworkName(network); err != nil {
 		return err
 	}
-	var keys []string
-	err := tx.Scan(networkPrefix(network), func(k string, _ []byte) error {
-		keys = append(keys, k)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("list reservations of network %s: %w", network, err)
-	}
-	for _, k := range keys {
-		if err := tx.Delete(k); err != nil {
-			return fmt.Errorf("release %s: %w", k, err)
-		}
-	}
-	return nil
+	return deleteWhere(tx, networkPrefix(network), func(string) bool { return true })
 }
 
 // toAddr converts ip, unmapping IPv4 in its 16-byte form as net.ParseIP
@@ -432,17 +419,22 @@ func ReleaseOrphans(tx store.Tx, network string, live func(owner string) bool) e
 	if err := checkNetworkName(network); err != nil {
 		return err
 	}
-	var orphans []string
-	err := tx.Scan(networkPrefix(network)+"addr/", func(k string, v []byte) error {
-		if !live(string(v)) {
-			orphans = append(orphans, k)
+	return deleteWhere(tx, networkPrefix(network)+"addr/", func(owner string) bool { return !live(owner) })
+}
+
+// deleteWhere deletes the keys under prefix whose value doomed picks.
+func deleteWhere(tx store.Tx, prefix string, doomed func(value string) bool) error {
+	var keys []string
+	err := tx.Scan(prefix, func(k string, v []byte) error {
+		if doomed(string(v)) {
+			keys = append(keys, k)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("list reservations of network %s: %w", network, err)
+		return fmt.Errorf("list %s: %w", prefix, err)
 	}
-	for _, k := range orphans {
+	for _, k := range keys {
 		if err := tx.Delete(k); err != nil {
 			return fmt.Errorf("release %s: %w", k, err)
 		}
