@@ -1,7 +1,7 @@
 # cnmnet — CNM endpoints as CNI plugins.
 GO         ?= go
 CNI_BIN_DIR ?= /opt/cni/bin
-PLUGINS    := cnm-null
+PLUGINS    := cnm-null cnm-bridge
 BINS       := $(PLUGINS:%=bin/%)
 CNITOOL_VERSION := v1.3.1
 

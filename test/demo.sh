@@ -12,10 +12,13 @@ need() { # command package
 }
 need ip iproute2
 need jq jq
+need ping iputils-ping
+need nc netcat-openbsd
+need iptables iptables
 
 work=$(mktemp -d /tmp/cnm-demo.XXXXXX)
 host=cnmdemo-host-$$
-ctrs=(cnmdemo-a-$$ cnmdemo-b-$$ cnmdemo-c-$$)
+ctrs=(cnmdemo-a-$$ cnmdemo-b-$$ cnmdemo-c-$$ cnmdemo-d-$$ cnmdemo-e-$$)
 cleanup() {
 	for n in "${ctrs[@]}" "$host"; do ip netns del "$n" 2>/dev/null || true; done
 	rm -rf "$work"
@@ -29,13 +32,15 @@ for f in conf/*.conflist; do
 done
 
 ip netns add "$host"
+ip -n "$host" link set lo up
 for n in "${ctrs[@]}"; do ip netns add "$n"; done
 
 # cnitool runs in the demo's host namespace, as a runtime would.
-cni() { # verb network container [CNI_ARGS]
-	ip netns exec "$host" env NETCONFPATH="$work/net.d" CNI_PATH="$PWD/bin" CNI_ARGS="${4:-}" \
-		bin/cnitool "$1" "$2" "/run/netns/$3"
+cni() { # verb network container [CNI_ARGS] [CAP_ARGS]
+	ip netns exec "$host" env NETCONFPATH="$work/net.d" CNI_PATH="$PWD/bin:/usr/lib/cni" \
+		CNI_ARGS="${4:-}" CAP_ARGS="${5:-}" bin/cnitool "$1" "$2" "/run/netns/$3"
 }
+summary() { jq -c '{ips: [.ips[]?.address], mac: ([.interfaces[]? | select(.sandbox)][0].mac)}'; }
 step() { printf '\n== %s\n' "$*"; }
 
 step "ADD container a to network cnm-null (conf/10-cnm-null.conflist)"
@@ -58,8 +63,38 @@ step "ADD container c as the re-created pod default/web-0: it joins the same end
 cni add cnm-null-pod "${ctrs[2]}" "$pod" | jq -c .
 cni check cnm-null-pod "${ctrs[2]}" "$pod" && echo "CHECK ok"
 
-step "DEL everything (DEL is idempotent: twice)"
 cni del cnm-null "${ctrs[0]}"
-cni del cnm-null "${ctrs[0]}"
+cni del cnm-null "${ctrs[0]}" # DEL is idempotent
 cni del cnm-null-pod "${ctrs[2]}" "$pod"
-echo done
+
+step "cnm-bridge (conf/30-cnm-bridge.conflist): ADD containers a and b"
+cni add cnm-bridge "${ctrs[0]}" | summary
+ports='{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}'
+step "container b publishes its port 80 as the host's 8080"
+cni add cnm-bridge "${ctrs[1]}" "" "$ports" | summary
+a_ip=$(ip -n "${ctrs[0]}" -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+b_ip=$(ip -n "${ctrs[1]}" -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+step "a pings b ($a_ip -> $b_ip)"
+ip netns exec "${ctrs[0]}" ping -c 2 -W 2 "$b_ip" | tail -n 2
+step "a server in b on port 80, reached from the host namespace at 127.0.0.1:8080"
+ip netns exec "${ctrs[1]}" nc -l -p 80 <<<"hello from container b" &
+server=$!
+sleep 0.3
+ip netns exec "$host" nc -w 2 127.0.0.1 8080 </dev/null
+wait "$server" 2>/dev/null || true
+cni check cnm-bridge "${ctrs[1]}" "" "$ports" && echo "CHECK ok"
+cni del cnm-bridge "${ctrs[1]}" "" "$ports"
+cni del cnm-bridge "${ctrs[0]}"
+
+step "a persistent endpoint (conf/33-cnm-bridge-pod.conflist): pod default/db-0 in container c"
+pod="K8S_POD_NAMESPACE=default;K8S_POD_NAME=db-0"
+cni add cnm-bridge-pod "${ctrs[2]}" "$pod" | summary
+cni del cnm-bridge-pod "${ctrs[2]}" "$pod" && echo "DEL: the pod is gone, its endpoint stays reserved"
+step "another pod takes the next address meanwhile"
+cni add cnm-bridge-pod "${ctrs[3]}" "K8S_POD_NAMESPACE=default;K8S_POD_NAME=other" | summary
+step "pod default/db-0 re-created in container e: same address, same MAC"
+cni add cnm-bridge-pod "${ctrs[4]}" "$pod" | summary
+cni del cnm-bridge-pod "${ctrs[4]}" "$pod"
+cni del cnm-bridge-pod "${ctrs[3]}" "K8S_POD_NAMESPACE=default;K8S_POD_NAME=other"
+echo
+echo "done: the namespaces (and with them the bridges and rules) go now"

@@ -25,6 +25,8 @@ type join struct {
 	newNetwork bool
 	// prior is the endpoint as it was before this ADD; nil if new.
 	prior *Endpoint
+	// cursors are the IPAM cursors before this ADD allocated, for rollback.
+	cursors map[string]string
 	// attached is set once the interface is in the sandbox.
 	attached bool
 }
@@ -139,6 +141,9 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 		ep, err := getEndpoint(tx, nw.Name, id.Name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
+			if j.cursors, err = ipam.Cursors(tx, nw.Name); err != nil {
+				return err
+			}
 			if ep, err = c.newEndpoint(tx, req, id, static); err != nil {
 				return err
 			}
@@ -276,6 +281,9 @@ func (c *Controller) rollback(ctx context.Context, j *join) {
 	}
 	if j.prior == nil {
 		if err := c.destroy(ctx, j.req, j.nw, ep); err != nil {
+			return
+		}
+		if err := c.store.Update(func(tx store.Tx) error { return ipam.RestoreCursors(tx, j.nw.Name, j.cursors) }); err != nil {
 			return
 		}
 	} else {

@@ -7,21 +7,19 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
 	"github.com/cnmnet/cnmnet/pkg/sandbox"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
-// Error codes of this project, above the range the CNI spec reserves.
+// Error codes of this project (see driverapi), for the core's callers.
 const (
-	// CodeAddressInUse: a requested address is held by another endpoint.
-	CodeAddressInUse uint = 100
-	// CodeEndpointInUse: the endpoint is joined to another live sandbox.
-	CodeEndpointInUse uint = 101
-	// CodePoolExhausted: no free address is left in a range set.
-	CodePoolExhausted uint = 102
-	// CodeInterfaceExists: the sandbox already has an interface of that name.
-	CodeInterfaceExists uint = 103
+	CodeAddressInUse    = driverapi.CodeAddressInUse
+	CodeEndpointInUse   = driverapi.CodeEndpointInUse
+	CodePoolExhausted   = driverapi.CodePoolExhausted
+	CodeInterfaceExists = driverapi.CodeInterfaceExists
+	CodePortInUse       = driverapi.CodePortInUse
 )
 
 // newError is a CNI error with a code and a message naming the field.

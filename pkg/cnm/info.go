@@ -65,6 +65,10 @@ type joinInfo struct {
 	hostIfaces       []HostInterface
 }
 
+func (j *joinInfo) Interface() driverapi.InterfaceInfo {
+	return (&endpointInfo{ep: j.ep}).Interface()
+}
+
 func (j *joinInfo) SetNames(srcName, dstName string) error {
 	if srcName == "" || dstName == "" {
 		return fmt.Errorf("set names: source and destination names are both required")

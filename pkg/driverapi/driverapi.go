@@ -17,6 +17,21 @@ var (
 	ErrNoInterface = errors.New("endpoint has no interface")
 )
 
+// Error codes of this project, above the range the CNI spec reserves,
+// shared by the core and the drivers.
+const (
+	// CodeAddressInUse: a requested address is held by another endpoint.
+	CodeAddressInUse uint = 100
+	// CodeEndpointInUse: the endpoint is joined to another live sandbox.
+	CodeEndpointInUse uint = 101
+	// CodePoolExhausted: no free address is left in a range set.
+	CodePoolExhausted uint = 102
+	// CodeInterfaceExists: the sandbox already has an interface of that name.
+	CodeInterfaceExists uint = 103
+	// CodePortInUse: a host port is already published by another endpoint.
+	CodePortInUse uint = 104
+)
+
 // Driver manages the networks and endpoints of one network type.
 // Every method must be idempotent: the core calls them again after a
 // plugin process died half-way, and Leave, DeleteEndpoint and
@@ -100,6 +115,9 @@ type InterfaceInfo interface {
 
 // JoinInfo lets a driver describe, at Join, what the sandbox gets.
 type JoinInfo interface {
+	// Interface returns the endpoint's interface (addresses and MAC), nil
+	// if it has none.
+	Interface() InterfaceInfo
 	// SetNames names the interface the driver created in the host
 	// namespace (srcName) and the name it gets inside the sandbox
 	// (dstName, normally CNI_IFNAME). The core moves and renames it.

@@ -441,3 +441,39 @@ func deleteWhere(tx store.Tx, prefix string, doomed func(value string) bool) err
 	}
 	return nil
 }
+
+// Cursors returns where dynamic allocation resumes in each range set of
+// network, so that a caller undoing an allocation can put them back.
+func Cursors(tx store.Tx, network string) (map[string]string, error) {
+	if err := checkNetworkName(network); err != nil {
+		return nil, err
+	}
+	cursors := map[string]string{}
+	err := tx.Scan(networkPrefix(network)+"cursor/", func(k string, v []byte) error {
+		cursors[k] = string(v)
+		return nil
+	})
+	return cursors, err
+}
+
+// RestoreCursors puts back the cursors Cursors returned: a failed ADD
+// leaves the pool exactly as it found it.
+func RestoreCursors(tx store.Tx, network string, saved map[string]string) error {
+	current, err := Cursors(tx, network)
+	if err != nil {
+		return err
+	}
+	for k := range current {
+		if _, ok := saved[k]; !ok {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
+	for k, v := range saved {
+		if err := tx.Put(k, []byte(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

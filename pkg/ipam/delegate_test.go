@@ -18,7 +18,7 @@ import (
 // hostLocalDir returns a directory holding a host-local binary.
 func hostLocalDir() string {
 	dir := GinkgoT().TempDir()
-	_, err := testbin.Reference("host-local", dir)
+	_, err := testbin.Build("host-local", dir)
 	Expect(err).NotTo(HaveOccurred())
 	return dir
 }

@@ -29,12 +29,17 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	Expect(err).NotTo(HaveOccurred())
 	cmd := exec.Command("go", "build", "-o", dir+"/",
 		"github.com/cnmnet/cnmnet/cmd/cnm-null",
+		"github.com/cnmnet/cnmnet/cmd/cnm-bridge",
 		"github.com/cnmnet/cnmnet/test/testdriver/cnm-testveth",
 	)
 	cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
 	Expect(cmd.Run()).To(Succeed())
-	_, err = testbin.Reference("host-local", dir)
-	Expect(err).NotTo(HaveOccurred())
+	// The reference plugins of the plugins module go.mod requires: the
+	// current ones, with CNI 1.1's GC and STATUS.
+	for _, ref := range []string{"host-local", "portmap", "bandwidth"} {
+		_, err = testbin.Build(ref, dir)
+		Expect(err).NotTo(HaveOccurred())
+	}
 	return []byte(dir)
 }, func(dir []byte) {
 	binDir = string(dir)

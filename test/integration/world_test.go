@@ -38,6 +38,14 @@ type world struct {
 func newWorld() *world {
 	w := &world{dataDir: GinkgoT().TempDir(), cacheDir: GinkgoT().TempDir()}
 	w.hostNS = newNS()
+	// A host's loopback is up; a new namespace's is not.
+	Expect(w.hostNS.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})).To(Succeed())
 	w.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir}, w.cacheDir, nil)
 	return w
 }
@@ -181,6 +189,7 @@ func (w *world) exec(plugin string, inv invocation) ([]byte, error) {
 			"CNI_IFNAME=" + inv.ifname,
 			"CNI_ARGS=" + inv.args,
 			"CNI_PATH=" + binDir,
+			"PATH=" + os.Getenv("PATH"),
 		}, inv.env...)
 		cmd.Stdin = bytes.NewReader(inv.stdin)
 		var stdout, stderr bytes.Buffer

@@ -15,8 +15,8 @@ import (
 // node's CNI installation keep the reference plugins.
 var installedDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 
-// Reference puts the reference plugin name (e.g. "host-local") in dir,
-// linking an installed copy or building it, and returns its path.
+// Reference puts the reference plugin name (e.g. "portmap") in dir,
+// linking an installed copy or else building it, and returns its path.
 func Reference(name, dir string) (string, error) {
 	dst := filepath.Join(dir, name)
 	for _, d := range installedDirs {
@@ -28,6 +28,14 @@ func Reference(name, dir string) (string, error) {
 			return dst, nil
 		}
 	}
+	return Build(name, dir)
+}
+
+// Build builds the reference plugin name from the plugins module go.mod
+// requires, into dir: for what the distribution's older copy lacks (GC
+// and STATUS came with CNI 1.1).
+func Build(name, dir string) (string, error) {
+	dst := filepath.Join(dir, name)
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/containernetworking/plugins").Output()
 	if err != nil {
 		return "", fmt.Errorf("locate the plugins module: %w", err)

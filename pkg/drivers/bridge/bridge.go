@@ -1,0 +1,280 @@
+package bridge
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// NetworkType is the CNI "type" the bridge driver serves.
+const NetworkType = "cnm-bridge"
+
+// Driver is the bridge driver of one plugin invocation.
+type Driver struct {
+	store store.Store
+	// fw is made on first use: DEL of an endpoint without published
+	// ports must work on a host without iptables.
+	fw    firewaller
+	fwErr error
+}
+
+// firewaller is what the driver needs of package firewall.
+type firewaller interface {
+	EnsureNetwork(firewall.Network) error
+	SetPorts(firewall.Network, []firewall.PortMapping) error
+	RemoveNetwork(firewall.Network) error
+	Check(firewall.Network, []firewall.PortMapping) error
+}
+
+var (
+	_ driverapi.Driver         = (*Driver)(nil)
+	_ driverapi.Checker        = (*Driver)(nil)
+	_ driverapi.StatusReporter = (*Driver)(nil)
+)
+
+// Register registers the bridge driver with r.
+func Register(r driverapi.Registerer) error {
+	d := &Driver{store: r.DriverStore(NetworkType)}
+	return r.RegisterDriver(NetworkType, d, driverapi.Capability{Scope: driverapi.LocalScope})
+}
+
+// Type implements driverapi.Driver.
+func (d *Driver) Type() string { return NetworkType }
+
+func (d *Driver) firewall() (firewaller, error) {
+	if d.fw == nil && d.fwErr == nil {
+		fw, err := firewall.New()
+		if err != nil {
+			d.fwErr = types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+		} else {
+			d.fw = fw
+		}
+	}
+	return d.fw, d.fwErr
+}
+
+// network is what the driver keeps of a network.
+type network struct {
+	ID              string   `json:"id"`
+	Name            string   `json:"name"`
+	Bridge          string   `json:"bridge"`
+	MTU             int      `json:"mtu"`
+	Subnets         []string `json:"subnets"`
+	Gateways        []string `json:"gateways,omitempty"`
+	IsGateway       bool     `json:"isGateway"`
+	IPMasq          bool     `json:"ipMasq"`
+	Isolation       bool     `json:"isolation"`
+	ICC             bool     `json:"icc"`
+	Hairpin         bool     `json:"hairpin"`
+	Promisc         bool     `json:"promisc"`
+	HostBindingIPv4 string   `json:"hostBindingIPv4,omitempty"`
+}
+
+func networkKey(nid string) string { return "networks/" + nid }
+
+func (n *network) firewallNetwork() firewall.Network {
+	fn := firewall.Network{Name: n.Name, Bridge: n.Bridge, IPMasq: n.IPMasq, Isolation: n.Isolation}
+	for _, s := range n.Subnets {
+		if _, sn, err := net.ParseCIDR(s); err == nil {
+			fn.Subnets = append(fn.Subnets, sn)
+		}
+	}
+	return fn
+}
+
+func (n *network) hasIPv6() bool {
+	for _, s := range n.Subnets {
+		if ip, _, err := net.ParseCIDR(s); err == nil && ip.To4() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Driver) network(nid string) (*network, error) {
+	n := &network{}
+	err := d.store.View(func(tx store.Tx) error { return store.GetJSON(tx, networkKey(nid), n) })
+	if err != nil {
+		return nil, fmt.Errorf("bridge network %s: %w", nid, err)
+	}
+	return n, nil
+}
+
+// defaultBridgeName derives a stable name of at most 15 characters from
+// the network name.
+func defaultBridgeName(network string) string {
+	sum := sha256.Sum256([]byte(network))
+	return "cnm-" + hex.EncodeToString(sum[:])[:11]
+}
+
+// CreateNetwork implements driverapi.Driver: the bridge, its gateway
+// addresses, forwarding, and the network's firewall rules. It is
+// idempotent, and a failure leaves nothing it created behind.
+func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err error) {
+	n, err := d.planNetwork(nid, info)
+	if err != nil {
+		return err
+	}
+	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, networkKey(nid), n) }); err != nil {
+		return fmt.Errorf("record bridge network %s: %w", n.Name, err)
+	}
+	created, err := ensureBridge(n)
+	defer func() {
+		if err != nil {
+			if created {
+				_ = deleteLink(n.Bridge)
+			}
+			_ = d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	if err := enableForwarding(n); err != nil {
+		return err
+	}
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.EnsureNetwork(n.firewallNetwork()); err != nil {
+		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// planNetwork validates the configuration against the host and the other
+// bridge networks, and returns the network to make.
+func (d *Driver) planNetwork(nid string, info driverapi.NetworkInfo) (*network, error) {
+	c, err := parseConf(info.Config)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validateNetwork(); err != nil {
+		return nil, err
+	}
+	if len(info.Pools) == 0 {
+		return nil, invalid("ipam: a %s network needs address ranges", NetworkType)
+	}
+	n := &network{
+		ID:              nid,
+		Name:            info.Name,
+		Bridge:          c.Bridge,
+		MTU:             c.MTU,
+		IsGateway:       orDefault(c.IsGateway, true),
+		IPMasq:          orDefault(c.IPMasq, true),
+		Isolation:       orDefault(c.Isolation, true),
+		ICC:             orDefault(c.EnableICC, true),
+		Hairpin:         c.HairpinMode,
+		Promisc:         c.PromiscMode,
+		HostBindingIPv4: c.HostBindingIPv4,
+	}
+	if n.Bridge == "" {
+		n.Bridge = defaultBridgeName(info.Name)
+	}
+	for _, p := range info.Pools {
+		n.Subnets = append(n.Subnets, p.Subnet.String())
+		if p.Gateway != nil {
+			n.Gateways = append(n.Gateways, (&net.IPNet{IP: p.Gateway, Mask: p.Subnet.Mask}).String())
+		}
+	}
+	if n.MTU == 0 {
+		n.MTU = defaultRouteMTU()
+	}
+	if err := d.checkConflicts(n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// checkConflicts refuses a network whose bridge or subnets another bridge
+// network of this host already has.
+func (d *Driver) checkConflicts(n *network) error {
+	return d.store.View(func(tx store.Tx) error {
+		return tx.Scan("networks/", func(_ string, v []byte) error {
+			other := &network{}
+			if err := json.Unmarshal(v, other); err != nil {
+				return fmt.Errorf("%w: bridge network record: %v", store.ErrCorrupt, err)
+			}
+			if other.ID == n.ID {
+				return nil
+			}
+			if other.Bridge == n.Bridge {
+				return invalid("bridge: %s is the bridge of network %s", n.Bridge, other.Name)
+			}
+			for _, a := range n.Subnets {
+				for _, b := range other.Subnets {
+					if overlap(a, b) {
+						return invalid("ipam: subnet %s overlaps %s of network %s", a, b, other.Name)
+					}
+				}
+			}
+			return nil
+		})
+	})
+}
+
+func overlap(a, b string) bool {
+	_, na, err1 := net.ParseCIDR(a)
+	_, nb, err2 := net.ParseCIDR(b)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return na.Contains(nb.IP) || nb.Contains(na.IP)
+}
+
+// defaultRouteMTU is the MTU of the link of the host's default route, or
+// 1500 when there is none.
+func defaultRouteMTU() int {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err == nil {
+		for _, r := range routes {
+			if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+				continue
+			}
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && l.Attrs().MTU > 0 {
+				return l.Attrs().MTU
+			}
+		}
+	}
+	return 1500
+}
+
+// DeleteNetwork implements driverapi.Driver.
+func (d *Driver) DeleteNetwork(nid string) error {
+	n, err := d.network(nid)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.RemoveNetwork(n.firewallNetwork()); err != nil {
+		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
+	}
+	if err := deleteLink(n.Bridge); err != nil {
+		return err
+	}
+	return d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
+}
+
+// Status implements driverapi.StatusReporter: the bridge driver cannot
+// serve an ADD without iptables.
+func (d *Driver) Status(driverapi.NetworkInfo) error {
+	_, err := d.firewall()
+	return err
+}

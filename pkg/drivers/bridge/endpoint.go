@@ -1,0 +1,328 @@
+package bridge
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// ports is what the driver keeps of a joined endpoint that publishes
+// ports; an endpoint that publishes none has no record.
+type ports struct {
+	Network  string          `json:"network"`  // nid
+	Endpoint string          `json:"endpoint"` // eid, named in the rules' comments
+	Ports    []publishedPort `json:"ports"`
+}
+
+func portsKey(eid string) string { return "endpoints/" + eid }
+
+// hostPortKey reserves a host port; the port comes before the address so
+// that one scan finds every address a port is bound on.
+func hostPortKey(p publishedPort) string {
+	return "hostports/" + p.Protocol + "/" + strconv.Itoa(p.HostPort) + "/" + hostIPKey(p)
+}
+
+func hostIPKey(p publishedPort) string {
+	if p.HostIP != "" {
+		return p.HostIP
+	}
+	return "any" + family(net.ParseIP(p.ContainerIP))
+}
+
+// CreateEndpoint implements driverapi.Driver: a bridge endpoint needs an
+// address, and gets a MAC derived from its IPv4 address when it has none.
+func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ driverapi.Options) error {
+	ifc := ep.Interface()
+	if ifc == nil || len(ifc.Addresses()) == 0 {
+		return invalid("ipam: a %s endpoint needs an address; configure ipam ranges", NetworkType)
+	}
+	if ifc.MacAddress() != nil {
+		return nil
+	}
+	return ifc.SetMacAddress(macFor(ifc.Addresses()))
+}
+
+// macFor derives a locally administered MAC from the first IPv4 address,
+// unique within the network because the address is.
+func macFor(addrs []*net.IPNet) net.HardwareAddr {
+	for _, a := range addrs {
+		if v4 := a.IP.To4(); v4 != nil {
+			return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
+		}
+	}
+	v6 := addrs[0].IP.To16()
+	return net.HardwareAddr{0x02, 0x42, v6[12], v6[13], v6[14], v6[15]}
+}
+
+// DeleteEndpoint implements driverapi.Driver; Leave already released all
+// the endpoint's host resources.
+func (d *Driver) DeleteEndpoint(string, string) error { return nil }
+
+// EndpointOperInfo implements driverapi.Driver: the published ports.
+func (d *Driver) EndpointOperInfo(_, eid string) (map[string]any, error) {
+	p, err := d.ports(eid)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"portMappings": p.Ports}, nil
+}
+
+// Join implements driverapi.Driver: a veth pair with its host end on the
+// bridge, the other end for the core to move into the sandbox, the
+// gateway, and the endpoint's published ports.
+func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.Options) (err error) {
+	n, err := d.network(nid)
+	if err != nil {
+		return err
+	}
+	ifc := ji.Interface()
+	if ifc == nil {
+		return invalid("ipam: a %s endpoint needs an address", NetworkType)
+	}
+	c, err := parseConf(opts.Config)
+	if err != nil {
+		return err
+	}
+	published, err := resolvePorts(c.RuntimeConfig.PortMappings, n.HostBindingIPv4, ifc.Addresses())
+	if err != nil {
+		return err
+	}
+	if err := d.reservePorts(nid, eid, published); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.releasePorts(n, eid)
+		}
+	}()
+
+	// A container reaching its own published port comes back in through
+	// its own bridge port.
+	hairpin := n.Hairpin || len(published) > 0
+	host, err := createVeth(n, eid, ifc.MacAddress(), hairpin)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = deleteLink(host.Attrs().Name)
+		}
+	}()
+	if len(published) > 0 {
+		if err := d.syncPorts(n); err != nil {
+			return err
+		}
+	}
+	_, peer := vethNames(eid)
+	return describeJoin(n, ji, host, peer, opts.IfName)
+}
+
+// describeJoin tells the core the names, gateways and host interfaces.
+func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, ifName string) error {
+	if n.IsGateway {
+		for _, g := range n.Gateways {
+			ip, _, err := net.ParseCIDR(g)
+			if err != nil {
+				return fmt.Errorf("gateway %s: %w", g, err)
+			}
+			if ip.To4() != nil {
+				err = ji.SetGateway(ip)
+			} else {
+				err = ji.SetGatewayIPv6(ip)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if br, err := netlink.LinkByName(n.Bridge); err == nil {
+		if err := ji.AddHostInterface(n.Bridge, br.Attrs().HardwareAddr); err != nil {
+			return err
+		}
+	}
+	if err := ji.AddHostInterface(host.Attrs().Name, host.Attrs().HardwareAddr); err != nil {
+		return err
+	}
+	return ji.SetNames(peer, ifName)
+}
+
+// reservePorts records the endpoint's published ports, refusing any host
+// port another endpoint already publishes on an overlapping address.
+func (d *Driver) reservePorts(nid, eid string, published []publishedPort) error {
+	if len(published) == 0 {
+		return nil
+	}
+	return d.store.Update(func(tx store.Tx) error {
+		for _, p := range published {
+			if holder, err := portHolder(tx, p); err != nil {
+				return err
+			} else if holder != "" && holder != eid {
+				return types.NewError(driverapi.CodePortInUse, fmt.Sprintf(
+					"runtimeConfig.portMappings: %s port %d on %s is already published by another endpoint (%s)",
+					p.Protocol, p.HostPort, hostIPKey(p), holder), "")
+			}
+			if err := tx.Put(hostPortKey(p), []byte(eid)); err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, portsKey(eid), ports{Network: nid, Endpoint: eid, Ports: published})
+	})
+}
+
+// portHolder returns the endpoint publishing p's host port on an address
+// that overlaps p's, or "".
+func portHolder(tx store.Tx, p publishedPort) (string, error) {
+	holder := ""
+	prefix := "hostports/" + p.Protocol + "/" + strconv.Itoa(p.HostPort) + "/"
+	mine := hostIPKey(p)
+	fam := family(net.ParseIP(p.ContainerIP))
+	err := tx.Scan(prefix, func(k string, v []byte) error {
+		theirs := k[len(prefix):]
+		if theirs == mine || theirs == "any"+fam || mine == "any"+fam && family(net.ParseIP(theirs)) == fam {
+			holder = string(v)
+		}
+		return nil
+	})
+	return holder, err
+}
+
+func (d *Driver) ports(eid string) (*ports, error) {
+	p := &ports{}
+	err := d.store.View(func(tx store.Tx) error { return store.GetJSON(tx, portsKey(eid), p) })
+	if errors.Is(err, store.ErrNotFound) {
+		return &ports{}, nil
+	}
+	return p, err
+}
+
+// releasePorts forgets the endpoint's published ports and rewrites the
+// network's port rules without them.
+func (d *Driver) releasePorts(n *network, eid string) error {
+	p, err := d.ports(eid)
+	if err != nil || len(p.Ports) == 0 {
+		return err
+	}
+	err = d.store.Update(func(tx store.Tx) error {
+		for _, pp := range p.Ports {
+			if holder, err := tx.Get(hostPortKey(pp)); err == nil && string(holder) == eid {
+				if err := tx.Delete(hostPortKey(pp)); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.Delete(portsKey(eid))
+	})
+	if err != nil {
+		return err
+	}
+	return d.syncPorts(n)
+}
+
+// syncPorts makes the network's DNAT rules exactly the published ports
+// of its endpoints, in one firewall operation.
+func (d *Driver) syncPorts(n *network) error {
+	mappings, err := d.networkPorts(n.ID)
+	if err != nil {
+		return err
+	}
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.SetPorts(n.firewallNetwork(), mappings); err != nil {
+		return fmt.Errorf("publish ports of network %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// networkPorts lists the published ports of every endpoint of network nid.
+func (d *Driver) networkPorts(nid string) ([]firewall.PortMapping, error) {
+	var out []firewall.PortMapping
+	err := d.store.View(func(tx store.Tx) error {
+		return tx.Scan("endpoints/", func(_ string, v []byte) error {
+			p := &ports{}
+			if err := json.Unmarshal(v, p); err != nil {
+				return fmt.Errorf("%w: bridge endpoint record: %v", store.ErrCorrupt, err)
+			}
+			if p.Network == nid {
+				out = append(out, firewallPorts(p)...)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+func firewallPorts(p *ports) []firewall.PortMapping {
+	var out []firewall.PortMapping
+	for _, pp := range p.Ports {
+		out = append(out, firewall.PortMapping{
+			Protocol:      pp.Protocol,
+			HostIP:        net.ParseIP(pp.HostIP),
+			HostPort:      pp.HostPort,
+			ContainerIP:   net.ParseIP(pp.ContainerIP),
+			ContainerPort: pp.ContainerPort,
+			Endpoint:      p.Endpoint,
+		})
+	}
+	return out
+}
+
+// Leave implements driverapi.Driver: the host veth (and with it the
+// sandbox end) and the endpoint's published ports go.
+func (d *Driver) Leave(nid, eid string) error {
+	host, _ := vethNames(eid)
+	if err := deleteLink(host); err != nil {
+		return err
+	}
+	n, err := d.network(nid)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // the network is gone, and its rules with it
+	}
+	if err != nil {
+		return err
+	}
+	return d.releasePorts(n, eid)
+}
+
+// CheckEndpoint implements driverapi.Checker: the bridge is up, the host
+// veth is on it, and the network's and endpoint's rules are in place.
+func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
+	n, err := d.network(nid)
+	if err != nil {
+		return err
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("bridge %s is down", n.Bridge)
+	}
+	host, _ := vethNames(eid)
+	veth, err := netlink.LinkByName(host)
+	if err != nil {
+		return fmt.Errorf("host veth %s: %w", host, err)
+	}
+	if veth.Attrs().MasterIndex != br.Attrs().Index {
+		return fmt.Errorf("host veth %s is not on bridge %s", host, n.Bridge)
+	}
+	p, err := d.ports(eid)
+	if err != nil {
+		return err
+	}
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	return fw.Check(n.firewallNetwork(), firewallPorts(p))
+}

@@ -1,0 +1,168 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ensureBridge makes the network's bridge (or adopts an existing one),
+// with its MTU, gateway addresses and state; created says whether this
+// call made it.
+func ensureBridge(n *network) (created bool, err error) {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, TxQLen: -1}}
+	err = netlink.LinkAdd(br)
+	switch {
+	case err == nil:
+		created = true
+	case errors.Is(err, unix.EEXIST):
+	default:
+		return false, fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+	}
+	link, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return created, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return created, invalid("bridge: %s exists and is a %s, not a bridge", n.Bridge, link.Type())
+	}
+	if link.Attrs().MTU != n.MTU {
+		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {
+			return created, fmt.Errorf("set MTU of bridge %s: %w", n.Bridge, err)
+		}
+	}
+	if n.Promisc {
+		if err := netlink.SetPromiscOn(link); err != nil {
+			return created, fmt.Errorf("set bridge %s promiscuous: %w", n.Bridge, err)
+		}
+	}
+	if n.IsGateway {
+		for _, g := range n.Gateways {
+			if err := addAddress(link, g); err != nil {
+				return created, err
+			}
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return created, fmt.Errorf("set bridge %s up: %w", n.Bridge, err)
+	}
+	return created, nil
+}
+
+func addAddress(link netlink.Link, cidr string) error {
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return fmt.Errorf("gateway %s: %w", cidr, err)
+	}
+	if addr.IP.To4() == nil {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add %s to bridge %s: %w", cidr, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// enableForwarding turns on forwarding in the host namespace the plugin
+// runs in, and lets DNAT from 127.0.0.1 reach the bridge.
+func enableForwarding(n *network) error {
+	settings := map[string]string{
+		"net/ipv4/ip_forward": "1",
+		"net/ipv4/conf/" + n.Bridge + "/route_localnet": "1",
+	}
+	if n.hasIPv6() {
+		settings["net/ipv6/conf/all/forwarding"] = "1"
+	}
+	for key, value := range settings {
+		if err := setSysctl(key, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setSysctl writes value to /proc/sys/key unless it holds it already.
+func setSysctl(key, value string) error {
+	path := filepath.Join("/proc/sys", key)
+	if cur, err := os.ReadFile(path); err == nil && string(cur) == value+"\n" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// deleteLink removes a link; a missing one is not an error.
+func deleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// vethNames are the host end (stable, unique per endpoint) and the end
+// the core moves into the sandbox.
+func vethNames(eid string) (host, peer string) {
+	return "veth" + eid[:11], "vtmp" + eid[:11]
+}
+
+// createVeth makes the endpoint's veth pair and plugs its host end into
+// the bridge.
+func createVeth(n *network, eid string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	host, peer := vethNames(eid)
+	veth := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: host, MTU: n.MTU, MasterIndex: br.Attrs().Index, TxQLen: -1},
+		PeerName:         peer,
+		PeerHardwareAddr: mac,
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s: %w", host, err)
+	}
+	link, err := netlink.LinkByName(host)
+	if err == nil {
+		err = configurePort(link, n, hairpin)
+	}
+	if err != nil {
+		_ = deleteLink(host)
+		return nil, err
+	}
+	return link, nil
+}
+
+// configurePort sets the bridge-port flags of a host veth and brings it up.
+func configurePort(link netlink.Link, n *network, hairpin bool) error {
+	name := link.Attrs().Name
+	if hairpin {
+		if err := netlink.LinkSetHairpin(link, true); err != nil {
+			return fmt.Errorf("set hairpin on %s: %w", name, err)
+		}
+	}
+	if !n.ICC {
+		// Isolated ports reach only non-isolated ones: the bridge itself
+		// (the gateway) and the outside, never each other.
+		if err := netlink.LinkSetIsolated(link, true); err != nil {
+			return fmt.Errorf("isolate port %s: %w", name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	return nil
+}
