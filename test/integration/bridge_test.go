@@ -232,6 +232,17 @@ var _ = Describe("cnm-bridge", func() {
 		expectBlocked(out, "192.0.2.1:8080")
 	})
 
+	It("binds published ports to hostBindingIPv4 when a mapping names no host IP", func() {
+		n.extra = map[string]any{"hostBindingIPv4": "192.0.2.1"}
+		out := w.outside()
+		a := attachment{id: "web", netns: newNS(), caps: publish(8082, 80)}
+		_, err := w.add(n, a)
+		Expect(err).NotTo(HaveOccurred())
+		serve(a.netns, "tcp", ":80")
+		Expect(dial(out, "192.0.2.1:8082")).To(Equal("192.0.2.2"))
+		expectBlocked(w.hostNS, "10.80.1.1:8082")
+	})
+
 	It("refuses a host port another endpoint publishes, and changes nothing", func() {
 		a := attachment{id: "first", netns: newNS(), caps: publish(8080, 80)}
 		_, err := w.add(n, a)
@@ -317,7 +328,7 @@ var _ = Describe("cnm-bridge", func() {
 		Expect(ping(b.netns, "10.80.1.2", "10.80.1.1")).To(Succeed())
 	})
 
-	DescribeTable("chains with the reference portmap and bandwidth plugins through libcni",
+	DescribeTable("chains with the reference portmap, bandwidth, firewall and tuning plugins through libcni",
 		func(pluginDir string, check bool) {
 			if pluginDir == "" {
 				pluginDir = binDir
@@ -333,6 +344,8 @@ var _ = Describe("cnm-bridge", func() {
 					w.pluginConf(bridgeNetNoCaps("chained", "10.80.9.0/24")),
 					map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},
 					map[string]any{"type": "bandwidth", "ingressRate": 100000000, "ingressBurst": 1000000, "egressRate": 100000000, "egressBurst": 1000000},
+					map[string]any{"type": "firewall"},
+					map[string]any{"type": "tuning", "sysctl": map[string]string{"net.ipv4.conf.eth0.arp_notify": "1"}},
 				},
 			})
 			Expect(err).NotTo(HaveOccurred())
@@ -454,4 +467,3 @@ func stripCounters(save string) string {
 	}
 	return strings.Join(keep, "\n")
 }
-

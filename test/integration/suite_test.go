@@ -36,7 +36,7 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	Expect(cmd.Run()).To(Succeed())
 	// The reference plugins of the plugins module go.mod requires: the
 	// current ones, with CNI 1.1's GC and STATUS.
-	for _, ref := range []string{"host-local", "portmap", "bandwidth"} {
+	for _, ref := range []string{"host-local", "portmap", "bandwidth", "tuning", "firewall"} {
 		_, err = testbin.Build(ref, dir)
 		Expect(err).NotTo(HaveOccurred())
 	}

@@ -72,7 +72,7 @@ func addAddress(link netlink.Link, cidr string) error {
 // runs in, and lets DNAT from 127.0.0.1 reach the bridge.
 func enableForwarding(n *network) error {
 	settings := map[string]string{
-		"net/ipv4/ip_forward": "1",
+		"net/ipv4/ip_forward":                           "1",
 		"net/ipv4/conf/" + n.Bridge + "/route_localnet": "1",
 	}
 	if n.hasIPv6() {
