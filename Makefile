@@ -1,6 +1,7 @@
 # cnmnet — CNM endpoints as CNI plugins.
 GO         ?= go
 CNI_BIN_DIR ?= /opt/cni/bin
+BIN_DIR    ?= /usr/local/bin
 PLUGINS    := cnm-null cnm-bridge
 BINS       := $(PLUGINS:%=bin/%)
 CNITOOL_VERSION := v1.3.1
@@ -9,7 +10,7 @@ CNITOOL_VERSION := v1.3.1
 
 all: build
 
-build: $(BINS)
+build: $(BINS) bin/cnmctl
 
 bin/%: FORCE
 	$(GO) build -o $@ ./cmd/$*
@@ -24,6 +25,8 @@ bin/cnitool:
 install: build
 	install -d $(CNI_BIN_DIR)
 	install -m 0755 $(BINS) $(CNI_BIN_DIR)/
+	install -d $(BIN_DIR)
+	install -m 0755 bin/cnmctl $(BIN_DIR)/
 
 # The tests need root: they create network namespaces.
 test: build tools

@@ -129,6 +129,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 			return invalidConfig("type: network %s exists with driver %q, not %q", nw.Name, nw.Driver, req.Conf.Type)
 		}
 		j.nw = nw
+		nw.Config = req.Conf.networkConfig()
 		if err := store.PutJSON(tx, networkKey(nw.Name), nw); err != nil {
 			return err
 		}
@@ -221,24 +222,8 @@ func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest) error {
 // network and endpoint, the join, and the interface in the sandbox.
 func (c *Controller) setUp(ctx context.Context, j *join) error {
 	req, ep, d := j.req, j.ep, j.driver
-	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType && len(ep.Addresses) == 0 {
-		res, err := c.delegate(req, ep).Add(ctx)
-		if err != nil {
-			return fmt.Errorf("ipam %s: %w", ep.IPAM, err)
-		}
-		ep.Addresses = addressesOf(res.IPs)
-	}
-	if !j.nw.Ready {
-		if err := d.CreateNetwork(j.nw.ID, c.networkInfo(req.Conf)); err != nil {
-			return fmt.Errorf("create network %s: %w", j.nw.Name, err)
-		}
-		j.nw.Ready = true
-	}
-	if !ep.DriverCreated {
-		if err := d.CreateEndpoint(j.nw.ID, ep.ID, &endpointInfo{ep: ep}, req.driverOptions()); err != nil {
-			return fmt.Errorf("create endpoint %s: %w", ep.Name, err)
-		}
-		ep.DriverCreated = true
+	if err := c.provision(ctx, req, j.nw, d, ep); err != nil {
+		return err
 	}
 	ji := &joinInfo{ep: ep}
 	if err := d.Join(j.nw.ID, ep.ID, req.NetNS, ji, req.driverOptions()); err != nil {
@@ -264,6 +249,32 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	if ep.MAC == "" && att.MAC != nil {
 		// Keep the MAC the kernel chose so the endpoint keeps it on its next join.
 		ep.MAC = att.MAC.String()
+	}
+	return nil
+}
+
+// provision makes what an endpoint needs before any sandbox joins it:
+// addresses from a delegated IPAM plugin, the driver's network on its
+// first use, and the driver's endpoint.
+func (c *Controller) provision(ctx context.Context, req *Request, nw *Network, d driverapi.Driver, ep *Endpoint) error {
+	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType && len(ep.Addresses) == 0 {
+		res, err := c.delegate(req, ep).Add(ctx)
+		if err != nil {
+			return fmt.Errorf("ipam %s: %w", ep.IPAM, err)
+		}
+		ep.Addresses = addressesOf(res.IPs)
+	}
+	if !nw.Ready {
+		if err := d.CreateNetwork(nw.ID, c.networkInfo(req.Conf)); err != nil {
+			return fmt.Errorf("create network %s: %w", nw.Name, err)
+		}
+		nw.Ready = true
+	}
+	if !ep.DriverCreated {
+		if err := d.CreateEndpoint(nw.ID, ep.ID, &endpointInfo{ep: ep}, req.driverOptions()); err != nil {
+			return fmt.Errorf("create endpoint %s: %w", ep.Name, err)
+		}
+		ep.DriverCreated = true
 	}
 	return nil
 }

@@ -393,3 +393,26 @@ func (c *NetConf) resolveIdentity(args *Args, containerID, ifName string) (ident
 		return identity{Name: containerID + "/" + ifName}, nil
 	}
 }
+
+// perRequestKeys are the parts of a configuration that belong to one
+// request, not to the network.
+var perRequestKeys = []string{"runtimeConfig", "prevResult", "args", "cni.dev/valid-attachments", "cni.dev/attachments"}
+
+// networkConfig is the configuration without its per-request parts.
+func (c *NetConf) networkConfig() json.RawMessage {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(c.Raw, &m); err != nil {
+		return nil // LoadNetConf decoded it already
+	}
+	for _, k := range perRequestKeys {
+		delete(m, k)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// ValidateDataDir accepts a store directory: a clean absolute path.
+func ValidateDataDir(dir string) error { return validatePath(dir) }

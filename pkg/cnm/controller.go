@@ -19,6 +19,9 @@ type Controller struct {
 	drivers map[string]driverapi.Driver
 	// now is the clock; tests move it to expire reservations.
 	now func() time.Time
+	// cniPath is where delegated IPAM plugins are found when no CNI
+	// request says (operations without a runtime).
+	cniPath string
 }
 
 var _ driverapi.Registerer = (*Controller)(nil)

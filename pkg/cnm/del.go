@@ -33,19 +33,8 @@ func (c *Controller) Del(ctx context.Context, req *Request) error {
 // Each step tolerates what is already gone; a step that fails stops the
 // leave with the record intact, so that a retried DEL finishes it.
 func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *Endpoint) error {
-	d, err := c.driver(nw.Driver)
-	if err != nil {
+	if err := c.detach(nw, ep); err != nil {
 		return err
-	}
-	if a := ep.Sandbox; a != nil {
-		if a.DstName != "" {
-			if err := sandbox.Detach(a.Key, a.DstName); err != nil {
-				return fmt.Errorf("detach endpoint %s: %w", ep.Name, err)
-			}
-		}
-		if err := d.Leave(nw.ID, ep.ID); err != nil {
-			return fmt.Errorf("leave endpoint %s: %w", ep.Name, err)
-		}
 	}
 	if !ep.Persistent {
 		return c.destroy(ctx, req, nw, ep)
@@ -61,6 +50,28 @@ func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *E
 		}
 		return putEndpoint(tx, ep, before)
 	})
+}
+
+// detach undoes a join on the host: the interface in the sandbox, then
+// the driver's side. The records are left for the caller to update.
+func (c *Controller) detach(nw *Network, ep *Endpoint) error {
+	a := ep.Sandbox
+	if a == nil {
+		return nil
+	}
+	d, err := c.driver(nw.Driver)
+	if err != nil {
+		return err
+	}
+	if a.DstName != "" {
+		if err := sandbox.Detach(a.Key, a.DstName); err != nil {
+			return fmt.Errorf("detach endpoint %s: %w", ep.Name, err)
+		}
+	}
+	if err := d.Leave(nw.ID, ep.ID); err != nil {
+		return fmt.Errorf("leave endpoint %s: %w", ep.Name, err)
+	}
+	return nil
 }
 
 // destroy deletes an endpoint that no sandbox holds: the driver's

@@ -3,6 +3,7 @@ package cnm
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +34,9 @@ type Network struct {
 	Created time.Time `json:"created"`
 	// Ready is set once the driver's CreateNetwork succeeded.
 	Ready bool `json:"ready"`
+	// Config is the network configuration of the latest ADD, without its
+	// per-request parts, for operations without a runtime (cnmctl).
+	Config json.RawMessage `json:"config,omitempty"`
 }
 
 // Endpoint is the stored record of a CNM endpoint.

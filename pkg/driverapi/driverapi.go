@@ -179,3 +179,29 @@ type ErrActiveRegistration string
 func (e ErrActiveRegistration) Error() string {
 	return fmt.Sprintf("a driver is already registered for network type %q", string(e))
 }
+
+// Janitor is implemented by drivers that can find host state of theirs
+// that no endpoint owns: what a crash or a hand left behind (cnmctl
+// check).
+type Janitor interface {
+	// Orphans lists what the driver made on this host for network nid
+	// that none of the endpoints eids owns.
+	Orphans(nid string, eids []string) ([]Orphan, error)
+	// RemoveOrphans removes what Orphans listed.
+	RemoveOrphans(nid string, orphans []Orphan) error
+}
+
+// Orphan is one piece of host state that no endpoint owns.
+type Orphan struct {
+	// Kind is "link", "rule" or "port".
+	Kind string `json:"kind"`
+	// Name names it: a link name, an endpoint ID in a rule's comment, a
+	// reserved host port.
+	Name string `json:"name"`
+}
+
+// NetworkDescriber is implemented by drivers that can describe a
+// network's host state (its bridge, say) for operators.
+type NetworkDescriber interface {
+	NetworkOperInfo(nid string) (map[string]any, error)
+}

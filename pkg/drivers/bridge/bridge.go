@@ -34,6 +34,7 @@ type firewaller interface {
 	SetPorts(firewall.Network, []firewall.PortMapping) error
 	RemoveNetwork(firewall.Network) error
 	Check(firewall.Network, []firewall.PortMapping) error
+	PublishedBy(firewall.Network) ([]string, error)
 }
 
 var (

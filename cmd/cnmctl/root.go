@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/drivers/bridge"
+	"github.com/cnmnet/cnmnet/pkg/drivers/null"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// options are the flags every command shares.
+type options struct {
+	dataDir string
+	cniPath string
+	output  string
+	wait    time.Duration
+}
+
+func newRootCommand() *cobra.Command {
+	o := &options{}
+	root := &cobra.Command{
+		Use:           "cnmctl",
+		Short:         "Inspect and manage the networks, endpoints and sandboxes of the cnmnet CNI plugins",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if o.output != "table" && o.output != "json" {
+				return usageError{fmt.Sprintf("-o %q: want table or json", o.output)}
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	f := root.PersistentFlags()
+	f.StringVar(&o.dataDir, "data-dir", cnm.DefaultDataDir, "the plugins' store (their dataDir)")
+	f.StringVar(&o.cniPath, "cni-path", "/opt/cni/bin", "where delegated IPAM plugins are found")
+	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	f.DurationVar(&o.wait, "wait", store.DefaultLockWait, "how long to wait for a plugin holding the store")
+	root.AddCommand(newNetworkCommand(o), newEndpointCommand(o), newSandboxCommand(o), newGCCommand(o), newCheckCommand(o))
+	return root
+}
+
+// withController opens the store, builds a controller with every driver
+// of the suite, and runs fn.
+func (o *options) withController(fn func(*cnm.Controller) error) error {
+	if err := cnm.ValidateDataDir(o.dataDir); err != nil {
+		return usageError{"--data-dir: " + err.Error()}
+	}
+	s, err := store.Open(o.dataDir, store.Options{LockWait: o.wait})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	c := cnm.New(s)
+	c.SetCNIPath(o.cniPath)
+	for _, register := range []func(*cnm.Controller) error{
+		func(c *cnm.Controller) error { return null.Register(c) },
+		func(c *cnm.Controller) error { return bridge.Register(c) },
+	} {
+		if err := register(c); err != nil {
+			return err
+		}
+	}
+	return fn(c)
+}
+
+// printJSON writes v indented.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// exactArgs turns cobra's argument errors into usage errors.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError{err.Error()}
+		}
+		return nil
+	}
+}
