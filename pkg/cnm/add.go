@@ -11,6 +11,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
 	"github.com/cnmnet/cnmnet/pkg/sandbox"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -64,6 +65,7 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	if err := c.reserve(j, id, static); err != nil {
 		return nil, err
 	}
+	fault.Point("add:reserved")
 	ok := false
 	defer func() {
 		if !ok {
@@ -225,10 +227,12 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	if err := c.provision(ctx, req, j.nw, d, ep); err != nil {
 		return err
 	}
+	fault.Point("add:provisioned")
 	ji := &joinInfo{ep: ep}
 	if err := d.Join(j.nw.ID, ep.ID, req.NetNS, ji, req.driverOptions()); err != nil {
 		return fmt.Errorf("join endpoint %s to %s: %w", ep.Name, req.NetNS, err)
 	}
+	fault.Point("add:joined")
 	ji.record(ep.Sandbox, req.Conf.IPAMConf)
 	if ep.Sandbox.SrcName == "" {
 		if err := sandbox.LoopbackUp(req.NetNS); err != nil {
@@ -241,11 +245,13 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	if err := c.store.Update(func(tx store.Tx) error { return putEndpoint(tx, ep, nil) }); err != nil {
 		return fmt.Errorf("record join of endpoint %s: %w", ep.Name, err)
 	}
+	fault.Point("add:recorded")
 	att, err := sandbox.Attach(req.NetNS, sandboxInterface(ep))
 	if err != nil {
 		return fmt.Errorf("attach endpoint %s: %w", ep.Name, err)
 	}
 	j.attached = true
+	fault.Point("add:attached")
 	if ep.MAC == "" && att.MAC != nil {
 		// Keep the MAC the kernel chose so the endpoint keeps it on its next join.
 		ep.MAC = att.MAC.String()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
 	"github.com/cnmnet/cnmnet/pkg/sandbox"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -68,9 +69,11 @@ func (c *Controller) detach(nw *Network, ep *Endpoint) error {
 			return fmt.Errorf("detach endpoint %s: %w", ep.Name, err)
 		}
 	}
+	fault.Point("del:detached")
 	if err := d.Leave(nw.ID, ep.ID); err != nil {
 		return fmt.Errorf("leave endpoint %s: %w", ep.Name, err)
 	}
+	fault.Point("del:left")
 	return nil
 }
 
@@ -84,6 +87,7 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 	if err := d.DeleteEndpoint(nw.ID, ep.ID); err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", ep.Name, err)
 	}
+	fault.Point("del:deleted")
 	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType {
 		if err := c.delegate(req, ep).Del(ctx); err != nil {
 			return fmt.Errorf("ipam %s: release addresses of endpoint %s: %w", ep.IPAM, ep.Name, err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -54,7 +55,8 @@ func AsCNIError(err error) *types.Error {
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		code = types.ErrTryAgainLater
-	case errors.Is(err, store.ErrCorrupt):
+	case errors.Is(err, store.ErrCorrupt), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT),
+		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EIO):
 		code = types.ErrIOFailure
 	case errors.Is(err, ipam.ErrAddressInUse):
 		code = CodeAddressInUse

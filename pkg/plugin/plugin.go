@@ -85,7 +85,7 @@ func (p *plugin) run(args *skel.CmdArgs, verb func(context.Context, *cnm.Control
 	}
 	s, err := store.Open(req.Conf.DataDir, store.Options{})
 	if err != nil {
-		return cniError(err)
+		return storeError(err)
 	}
 	defer s.Close()
 	c := cnm.New(s)
@@ -93,6 +93,15 @@ func (p *plugin) run(args *skel.CmdArgs, verb func(context.Context, *cnm.Control
 		return cniError(err)
 	}
 	return cniError(verb(context.Background(), c, req))
+}
+
+// storeError is the CNI error of a store that cannot be opened: try
+// again later when another process holds it, an I/O failure otherwise.
+func storeError(err error) error {
+	if errors.Is(err, store.ErrLocked) {
+		return cniError(err)
+	}
+	return types.NewError(types.ErrIOFailure, err.Error(), "")
 }
 
 // cniError gives err the CNI code of its cause; nil stays an untyped nil.

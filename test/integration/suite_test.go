@@ -35,6 +35,12 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	)
 	cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
 	Expect(cmd.Run()).To(Succeed())
+	// The same plugins with the fault points live, for the crash tests,
+	// and the full-file-system runner.
+	cmd = exec.Command("go", "build", "-tags", "cnmfault", "-o", filepath.Join(dir, "fault")+"/",
+		"github.com/cnmnet/cnmnet/cmd/cnm-bridge", "github.com/cnmnet/cnmnet/test/fullfs")
+	cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
+	Expect(cmd.Run()).To(Succeed())
 	// The reference plugins of the plugins module go.mod requires: the
 	// current ones, with CNI 1.1's GC and STATUS.
 	for _, ref := range []string{"host-local", "portmap", "bandwidth", "tuning", "firewall"} {

@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
@@ -141,6 +142,7 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err erro
 	if err != nil {
 		return err
 	}
+	fault.Point("bridge:bridged")
 	if err := enableForwarding(n); err != nil {
 		return err
 	}
@@ -249,6 +251,29 @@ func defaultRouteMTU() int {
 		}
 	}
 	return 1500
+}
+
+// repairNetwork brings back a network's bridge, and with it the
+// network's rules, when someone deleted the bridge by hand: the network
+// is still in the store, so the core will not create it again.
+func (d *Driver) repairNetwork(n *network) error {
+	if _, err := netlink.LinkByName(n.Bridge); err == nil {
+		return nil
+	}
+	if _, err := ensureBridge(n); err != nil {
+		return err
+	}
+	if err := enableForwarding(n); err != nil {
+		return err
+	}
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.EnsureNetwork(n.firewallNetwork()); err != nil {
+		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
+	}
+	return d.syncPorts(n)
 }
 
 // DeleteNetwork implements driverapi.Driver.

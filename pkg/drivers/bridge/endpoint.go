@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
@@ -84,6 +86,9 @@ func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.
 	if err != nil {
 		return err
 	}
+	if err := d.repairNetwork(n); err != nil {
+		return err
+	}
 	ifc := ji.Interface()
 	if ifc == nil {
 		return invalid("ipam: a %s endpoint needs an address", NetworkType)
@@ -99,6 +104,7 @@ func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.
 	if err := d.reservePorts(nid, eid, published); err != nil {
 		return err
 	}
+	fault.Point("bridge:ports-reserved")
 	defer func() {
 		if err != nil {
 			_ = d.releasePorts(n, eid)
@@ -117,10 +123,12 @@ func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.
 			_ = deleteLink(host.Attrs().Name)
 		}
 	}()
+	fault.Point("bridge:veth")
 	if len(published) > 0 {
 		if err := d.syncPorts(n); err != nil {
 			return err
 		}
+		fault.Point("bridge:published")
 	}
 	_, peer := vethNames(eid)
 	return describeJoin(n, ji, host, peer, opts.IfName)
@@ -204,14 +212,19 @@ func (d *Driver) ports(eid string) (*ports, error) {
 	return p, err
 }
 
-// releasePorts forgets the endpoint's published ports and rewrites the
-// network's port rules without them.
+// releasePorts rewrites the network's port rules without the endpoint's
+// published ports, then forgets them: in that order, so that a process
+// killed in between leaves the record for the next DEL to finish with.
 func (d *Driver) releasePorts(n *network, eid string) error {
 	p, err := d.ports(eid)
 	if err != nil || len(p.Ports) == 0 {
 		return err
 	}
-	err = d.store.Update(func(tx store.Tx) error {
+	if err := d.syncPorts(n, eid); err != nil {
+		return err
+	}
+	fault.Point("bridge:ports-released")
+	return d.store.Update(func(tx store.Tx) error {
 		for _, pp := range p.Ports {
 			if holder, err := tx.Get(hostPortKey(pp)); err == nil && string(holder) == eid {
 				if err := tx.Delete(hostPortKey(pp)); err != nil {
@@ -221,16 +234,13 @@ func (d *Driver) releasePorts(n *network, eid string) error {
 		}
 		return tx.Delete(portsKey(eid))
 	})
-	if err != nil {
-		return err
-	}
-	return d.syncPorts(n)
 }
 
 // syncPorts makes the network's DNAT rules exactly the published ports
-// of its endpoints, in one firewall operation.
-func (d *Driver) syncPorts(n *network) error {
-	mappings, err := d.networkPorts(n.ID)
+// of its endpoints, but those of the endpoints left out, in one firewall
+// operation.
+func (d *Driver) syncPorts(n *network, leftOut ...string) error {
+	mappings, err := d.networkPorts(n.ID, leftOut)
 	if err != nil {
 		return err
 	}
@@ -244,8 +254,9 @@ func (d *Driver) syncPorts(n *network) error {
 	return nil
 }
 
-// networkPorts lists the published ports of every endpoint of network nid.
-func (d *Driver) networkPorts(nid string) ([]firewall.PortMapping, error) {
+// networkPorts lists the published ports of the endpoints of network nid
+// but those left out.
+func (d *Driver) networkPorts(nid string, leftOut []string) ([]firewall.PortMapping, error) {
 	var out []firewall.PortMapping
 	err := d.store.View(func(tx store.Tx) error {
 		return tx.Scan("endpoints/", func(_ string, v []byte) error {
@@ -253,7 +264,7 @@ func (d *Driver) networkPorts(nid string) ([]firewall.PortMapping, error) {
 			if err := json.Unmarshal(v, p); err != nil {
 				return fmt.Errorf("%w: bridge endpoint record: %v", store.ErrCorrupt, err)
 			}
-			if p.Network == nid {
+			if p.Network == nid && !slices.Contains(leftOut, p.Endpoint) {
 				out = append(out, firewallPorts(p)...)
 			}
 			return nil
