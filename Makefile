@@ -6,7 +6,7 @@ PLUGINS    := cnm-null cnm-bridge
 BINS       := $(PLUGINS:%=bin/%)
 CNITOOL_VERSION := v1.3.1
 
-.PHONY: all build install test lint demo bench clean tools
+.PHONY: all build install test lint demo bench clean tools e2e
 
 all: build
 
@@ -31,6 +31,11 @@ install: build
 # The tests need root: they create network namespaces.
 test: build tools
 	CNM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -timeout 20m ./...
+
+# End-to-end through containerd's CRI (root; installs containerd and runc,
+# builds crictl into /var/cache/cnm-e2e): see README, "End-to-end tests".
+e2e: build
+	CNM_E2E=1 CNM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -timeout 15m ./test/e2e/ -v
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
