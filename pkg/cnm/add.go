@@ -252,6 +252,7 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	}
 	j.attached = true
 	fault.Point("add:attached")
+	ep.Sandbox.Routes = withoutRoutes(ep.Sandbox.Routes, att.SkippedRoutes)
 	if ep.MAC == "" && att.MAC != nil {
 		// Keep the MAC the kernel chose so the endpoint keeps it on its next join.
 		ep.MAC = att.MAC.String()
@@ -317,6 +318,24 @@ func (c *Controller) rollback(ctx context.Context, j *join) {
 		// A first ADD that failed leaves no network behind either.
 		_ = c.deleteNetwork(j.driver, j.nw)
 	}
+}
+
+// withoutRoutes drops the skipped routes from the attachment's record, so
+// that the result and CHECK speak of the routes the sandbox has.
+func withoutRoutes(routes []Route, skipped []sandbox.Route) []Route {
+	var kept []Route
+	for _, r := range routes {
+		drop := false
+		for _, s := range skipped {
+			if s.Dst.String() == r.Dst {
+				drop = true
+			}
+		}
+		if !drop {
+			kept = append(kept, r)
+		}
+	}
+	return kept
 }
 
 func addressesOf(ipcs []*current.IPConfig) []Address {

@@ -161,16 +161,32 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("set %s up in %s: %w", c.dst, nsPath, err)
 	}
+	var skipped []Route
 	for _, r := range c.routes {
-		if err := addRoute(link, r); err != nil {
+		err := addRoute(link, r)
+		if errors.Is(err, errDefaultTaken) {
+			// The sandbox has its default route through another network's
+			// interface: as in CNM, one gateway per family, the first.
+			skipped = append(skipped, r)
+			continue
+		}
+		if err != nil {
 			return nil, fmt.Errorf("add route %s to %s in %s: %w", r, c.dst, nsPath, err)
 		}
 	}
 	if err := loopbackUp(nsPath); err != nil {
 		return nil, err
 	}
-	return describe(nsPath, link.Attrs().Index)
+	att, err := describe(nsPath, link.Attrs().Index)
+	if err != nil {
+		return nil, err
+	}
+	att.SkippedRoutes = skipped
+	return att, nil
 }
+
+// errDefaultTaken: the sandbox has a default route of that family already.
+var errDefaultTaken = errors.New("the sandbox has a default route already")
 
 // rename gives the link its sandbox name. The kernel renames only links
 // that are down; a move has already brought it down, but say so.
@@ -218,6 +234,9 @@ func addRoute(link netlink.Link, r Route) error {
 	if errors.Is(err, unix.EEXIST) {
 		if present, listErr := hasRoute(link, r); listErr == nil && present {
 			return nil
+		}
+		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			return errDefaultTaken
 		}
 		return fmt.Errorf("a different route to %s exists: %w", r.Dst, err)
 	}

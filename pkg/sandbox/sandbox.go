@@ -66,6 +66,9 @@ type Attached struct {
 	Name  string
 	MAC   net.HardwareAddr
 	Index int
+	// SkippedRoutes are the default routes not added because the sandbox
+	// had one of that family through another interface already.
+	SkippedRoutes []Route
 }
 
 // Exists reports whether nsPath names a live network namespace: false for

@@ -1,9 +1,9 @@
 // Command fullfs runs a plugin against a store on a full file system, for
 // the reliability tests. Run it in a mount namespace of its own
 // (unshare --mount --propagation private): it mounts a small tmpfs on DIR,
-// copies STORE into it as state.db, fills what is left, runs the plugin
-// with its own stdin, stdout and environment, and reports on stderr
-// whether the store file changed.
+// copies STORE into it as state.db (unless STORE is "-"), fills what is
+// left, runs the plugin with its own stdin, stdout and environment, and
+// reports on stderr whether the store file changed (or appeared).
 //
 //	fullfs DIR STORE PLUGIN
 package main
@@ -37,8 +37,10 @@ func run(dir, src, plugin string) (int, error) {
 		return 0, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
 	}
 	db := filepath.Join(dir, "state.db")
-	if err := copyFile(src, db); err != nil {
-		return 0, err
+	if src != "-" {
+		if err := copyFile(src, db); err != nil {
+			return 0, err
+		}
 	}
 	if err := fill(filepath.Join(dir, "filler")); err != nil {
 		return 0, err
@@ -90,6 +92,9 @@ func fill(path string) error {
 
 func digest(path string) (string, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "absent", nil
+	}
 	if err != nil {
 		return "", err
 	}

@@ -300,6 +300,22 @@ var _ = Describe("cnm-bridge", func() {
 		Expect(dial(a.netns, "192.0.2.2:9000")).To(Equal("192.0.2.1"))
 	})
 
+	It("gives a sandbox on two networks one default route, through the first", func() {
+		n2 := bridgeNet("br2", "10.80.2.0/24")
+		a := attachment{id: "multi", netns: newNS()}
+		_, err := w.add(n, a)
+		Expect(err).NotTo(HaveOccurred())
+		b := a
+		b.ifname = "net1"
+		res, err := w.add(n2, b)
+		Expect(err).NotTo(HaveOccurred())
+		cur, _ := current.NewResultFromResult(res)
+		Expect(routeStrings(cur.Routes)).NotTo(ContainElement(HavePrefix("0.0.0.0/0")))
+		Expect(defaultGateway(a.netns)).To(Equal("10.80.1.1"))
+		Expect(w.check(n, a)).To(Succeed())
+		Expect(w.check(n2, b)).To(Succeed())
+	})
+
 	It("serves dual-stack", func() {
 		n.ipam = ipamRanges("10.80.1.0/24", "fd80:1::/64")
 		a := attachment{id: "ds", netns: newNS()}
