@@ -210,4 +210,3 @@ func endpointRecordOf(kv map[string]string, network string, a attachment) *cnm.E
 	ExpectWithOffset(1, json.Unmarshal([]byte(kv["endpoints/"+network+"/"+name]), ep)).To(Succeed())
 	return ep
 }
-

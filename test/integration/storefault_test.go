@@ -123,4 +123,3 @@ var _ = Describe("reliability: a store that cannot be used", Label("reliability"
 		Expect(w.hostLinks("veth")).To(HaveLen(1), "nothing half-made on the host")
 	})
 })
-
