@@ -6,7 +6,7 @@ PLUGINS    := cnm-null cnm-bridge
 BINS       := $(PLUGINS:%=bin/%)
 CNITOOL_VERSION := v1.3.1
 
-.PHONY: all build install test lint demo bench clean tools e2e
+.PHONY: all build install test lint demo bench clean tools e2e soak
 
 all: build
 
@@ -37,6 +37,12 @@ test: build tools
 e2e: build
 	CNM_E2E=1 CNM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -timeout 15m ./test/e2e/ -v
 
+# The reliability suite at ten times its `make test` size (20,000 chaos
+# operations, 2,000 kills), and the fuzz targets for a minute each.
+soak: build tools
+	CNM_SOAK=10 CNM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -timeout 3h ./test/integration/ -ginkgo.label-filter=reliability -ginkgo.v
+	$(MAKE) fuzz FUZZTIME=60s
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -44,8 +50,21 @@ lint:
 demo: build tools
 	./test/demo.sh
 
+# cnm-bridge against Debian's reference bridge + host-local (+ portmap),
+# through libcni, in throwaway network namespaces (root). Prints the table
+# and writes docs/bench/ (latest.json, latest.md, latency.png); about 5
+# minutes. See docs/benchmarks.md. BENCH_FLAGS are passed on (e.g. -keep).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	@test "$$(id -u)" = 0 || { echo "make bench: run as root: it creates network namespaces" >&2; exit 1; }
+	@if ! test -x /usr/lib/cni/bridge || ! command -v iptables-restore >/dev/null || ! command -v strace >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends containernetworking-plugins iptables strace; fi
+	$(MAKE) build
+	$(GO) run ./test/bench $(BENCH_FLAGS)
+
+# A short run for development (fewer containers and levels); writes nothing.
+.PHONY: bench-quick
+bench-quick:
+	$(MAKE) bench BENCH_FLAGS="-quick $(BENCH_FLAGS)"
 
 clean:
 	rm -rf bin

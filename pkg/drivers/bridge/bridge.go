@@ -122,7 +122,7 @@ func defaultBridgeName(network string) string {
 // CreateNetwork implements driverapi.Driver: the bridge, its gateway
 // addresses, forwarding, and the network's firewall rules. It is
 // idempotent, and a failure leaves nothing it created behind.
-func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err error) {
+func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) error {
 	n, err := d.planNetwork(nid, info)
 	if err != nil {
 		return err
@@ -130,30 +130,39 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err erro
 	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, networkKey(nid), n) }); err != nil {
 		return fmt.Errorf("record bridge network %s: %w", n.Name, err)
 	}
-	created, err := ensureBridge(n)
-	defer func() {
-		if err != nil {
-			if created {
-				_ = deleteLink(n.Bridge)
-			}
-			_ = d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
-		}
-	}()
+	created, err := d.setUpHost(n)
 	if err != nil {
+		// Undo, best effort: the network is not ready, so nothing uses it.
+		if fw, ferr := d.firewall(); ferr == nil {
+			_ = fw.RemoveNetwork(n.firewallNetwork())
+		}
+		if created {
+			_ = deleteLink(n.Bridge)
+		}
+		_ = d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
 		return err
+	}
+	return nil
+}
+
+// setUpHost makes the network's bridge, forwarding and firewall rules,
+// idempotently; created says whether it made the bridge.
+func (d *Driver) setUpHost(n *network) (created bool, err error) {
+	if created, err = ensureBridge(n); err != nil {
+		return created, err
 	}
 	fault.Point("bridge:bridged")
 	if err := enableForwarding(n); err != nil {
-		return err
+		return created, err
 	}
 	fw, err := d.firewall()
 	if err != nil {
-		return err
+		return created, err
 	}
 	if err := fw.EnsureNetwork(n.firewallNetwork()); err != nil {
-		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
+		return created, fmt.Errorf("firewall of network %s: %w", n.Name, err)
 	}
-	return nil
+	return created, nil
 }
 
 // planNetwork validates the configuration against the host and the other
@@ -260,18 +269,8 @@ func (d *Driver) repairNetwork(n *network) error {
 	if _, err := netlink.LinkByName(n.Bridge); err == nil {
 		return nil
 	}
-	if _, err := ensureBridge(n); err != nil {
+	if _, err := d.setUpHost(n); err != nil {
 		return err
-	}
-	if err := enableForwarding(n); err != nil {
-		return err
-	}
-	fw, err := d.firewall()
-	if err != nil {
-		return err
-	}
-	if err := fw.EnsureNetwork(n.firewallNetwork()); err != nil {
-		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
 	}
 	return d.syncPorts(n)
 }
