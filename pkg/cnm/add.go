@@ -75,6 +75,8 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	if err := c.setUp(ctx, j); err != nil {
 		return nil, err
 	}
+	// The configuration of the latest successful ADD is the network's.
+	j.nw.Config = req.Conf.networkConfig()
 	if err := c.store.Update(func(tx store.Tx) error {
 		if err := store.PutJSON(tx, networkKey(j.nw.Name), j.nw); err != nil {
 			return err
@@ -131,7 +133,9 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 			return invalidConfig("type: network %s exists with driver %q, not %q", nw.Name, nw.Driver, req.Conf.Type)
 		}
 		j.nw = nw
-		nw.Config = req.Conf.networkConfig()
+		if j.newNetwork {
+			nw.Config = req.Conf.networkConfig()
+		}
 		if err := store.PutJSON(tx, networkKey(nw.Name), nw); err != nil {
 			return err
 		}

@@ -62,7 +62,7 @@ func AsCNIError(err error) *types.Error {
 		code = CodeAddressInUse
 	case errors.Is(err, ipam.ErrPoolExhausted):
 		code = CodePoolExhausted
-	case errors.Is(err, ipam.ErrAddressReserved), errors.Is(err, ipam.ErrOutsideRange):
+	case errors.Is(err, ipam.ErrAddressReserved), errors.Is(err, ipam.ErrOutsideRange), errors.Is(err, ipam.ErrRequestConflict):
 		code = types.ErrInvalidNetworkConfig
 	case errors.Is(err, sandbox.ErrInterfaceExists):
 		code = CodeInterfaceExists

@@ -336,6 +336,9 @@ func compileSets(specs [][]rangeSpec) ([]poolSet, error) {
 			set.pools = append(set.pools, p)
 			set.reserved = append(set.reserved, p.reservations()...)
 		}
+		if err := set.checkAllocatable(spec); err != nil {
+			return nil, err
+		}
 		sets = append(sets, set)
 	}
 	for i := range sets {
@@ -508,7 +511,13 @@ func (p *pool) reservations() []reservation {
 // hasAllocatable looks at no more addresses than there are reservations,
 // so it is cheap for any range size.
 func (p *pool) hasAllocatable() bool {
-	rs := p.reservations()
+	return p.allocatableAmong(p.reservations())
+}
+
+// allocatableAmong reports whether the pool has an address none of rs
+// reserves: the set-wide check, since allocation skips the gateway of
+// every range of its set.
+func (p *pool) allocatableAmong(rs []reservation) bool {
 	a := p.start
 	for range len(rs) + 1 {
 		if !isReserved(rs, a) {
@@ -554,4 +563,19 @@ func (s *poolSet) rangeSet() RangeSet {
 		rs[i] = s.pools[i].toRange()
 	}
 	return rs
+}
+
+// checkAllocatable refuses a range set in which the reservations of all
+// its ranges together leave no address to hand out.
+func (s *poolSet) checkAllocatable(spec []rangeSpec) error {
+	for i := range s.pools {
+		if s.pools[i].allocatableAmong(s.reserved) {
+			return nil
+		}
+	}
+	path := "ipam"
+	if len(spec) > 0 {
+		path = spec[0].path
+	}
+	return configErr(path, "the range set has no address left to allocate once its gateways and reserved addresses are taken out")
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -164,7 +165,10 @@ func syncDir(dir string) error {
 }
 
 func openBolt(path string, wait time.Duration) (db *bolt.DB, err error) {
-	// bbolt panics on some kinds of damage instead of returning an error.
+	// bbolt panics on some kinds of damage instead of returning an error,
+	// and reads pages straight from the mmap: a damaged page would be a
+	// fatal fault unless faults panic too.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			db, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
@@ -216,6 +220,7 @@ func (s *FileStore) Update(fn func(Tx) error) error {
 func (s *FileStore) Close() error { return s.db.Close() }
 
 func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, r)

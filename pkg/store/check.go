@@ -17,6 +17,7 @@ const (
 	metaSize       = 64 // magic..txid (56 bytes) and the checksum
 	minPageSize    = 1024
 	maxPageSize    = 64 << 10
+	noFreelist     = ^uint64(0) // a store opened without freelist sync
 )
 
 // boltMeta is the part of a meta page that says how large the file is.
@@ -89,6 +90,13 @@ func readMeta(f *os.File, off int64) (*boltMeta, error) {
 		return nil, fmt.Errorf("meta page at %d: checksum mismatch", off)
 	}
 	meta := &boltMeta{pageSize: le.Uint32(m[8:]), pages: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}
+	// The root bucket and the freelist must be pages of the file.
+	if root := le.Uint64(m[16:]); root < 2 || root >= meta.pages {
+		return nil, fmt.Errorf("meta page at %d: root page %d outside the %d pages", off, root, meta.pages)
+	}
+	if fl := le.Uint64(m[32:]); fl != noFreelist && (fl < 2 || fl >= meta.pages) {
+		return nil, fmt.Errorf("meta page at %d: freelist page %d outside the %d pages", off, fl, meta.pages)
+	}
 	if meta.pageSize < minPageSize || meta.pageSize > maxPageSize || meta.pageSize&(meta.pageSize-1) != 0 {
 		return nil, fmt.Errorf("meta page at %d: page size %d", off, meta.pageSize)
 	}

@@ -97,6 +97,11 @@ func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.
 	if err != nil {
 		return err
 	}
+	// The network was made by an earlier ADD; a bad value is refused all
+	// the same, not silently ignored.
+	if err := c.validateNetwork(); err != nil {
+		return err
+	}
 	published, err := resolvePorts(c.RuntimeConfig.PortMappings, n.HostBindingIPv4, ifc.Addresses())
 	if err != nil {
 		return err
