@@ -59,6 +59,7 @@ func (i *interfaceInfo) Addresses() []*net.IPNet { return i.ep.ipNets() }
 type joinInfo struct {
 	ep               *Endpoint
 	srcName, dstName string
+	inSandbox        bool
 	gw4, gw6         net.IP
 	routes           []Route
 	dns              *DNS
@@ -74,6 +75,14 @@ func (j *joinInfo) SetNames(srcName, dstName string) error {
 		return fmt.Errorf("set names: source and destination names are both required")
 	}
 	j.srcName, j.dstName = srcName, dstName
+	return nil
+}
+
+func (j *joinInfo) SetNamesInSandbox(srcName, dstName string) error {
+	if err := j.SetNames(srcName, dstName); err != nil {
+		return err
+	}
+	j.inSandbox = true
 	return nil
 }
 
@@ -120,7 +129,7 @@ func (j *joinInfo) AddHostInterface(name string, mac net.HardwareAddr) error {
 // routes in the sandbox (the driver's, the IPAM config's, and a default
 // route per gateway), DNS and host interfaces.
 func (j *joinInfo) record(a *Attachment, ic *ipam.Config) {
-	a.SrcName, a.DstName = j.srcName, j.dstName
+	a.SrcName, a.DstName, a.InSandbox = j.srcName, j.dstName, j.inSandbox
 	a.DNS = j.dns
 	a.HostInterfaces = j.hostIfaces
 	a.Routes = nil
@@ -180,7 +189,7 @@ func (j *joinInfo) gatewayFor(ip net.IP) net.IP {
 // sandboxInterface is what the core configures in the sandbox for ep.
 func sandboxInterface(ep *Endpoint) sandbox.Interface {
 	a := ep.Sandbox
-	ifc := sandbox.Interface{SrcName: a.SrcName, DstName: a.DstName, Addresses: ep.ipNets()}
+	ifc := sandbox.Interface{SrcName: a.SrcName, DstName: a.DstName, InSandbox: a.InSandbox, Addresses: ep.ipNets()}
 	if mac, err := net.ParseMAC(ep.MAC); err == nil {
 		ifc.MAC = mac
 	}

@@ -77,8 +77,10 @@ type Attachment struct {
 	Joined      time.Time `json:"joined"`
 	// SrcName is the interface the driver made, DstName its name in the
 	// sandbox; both empty when the driver gave the sandbox no interface.
-	SrcName        string          `json:"srcName,omitempty"`
-	DstName        string          `json:"dstName,omitempty"`
+	SrcName string `json:"srcName,omitempty"`
+	DstName string `json:"dstName,omitempty"`
+	// InSandbox: the driver made SrcName inside the sandbox.
+	InSandbox      bool            `json:"inSandbox,omitempty"`
 	Routes         []Route         `json:"routes,omitempty"`
 	HostInterfaces []HostInterface `json:"hostInterfaces,omitempty"`
 	DNS            *DNS            `json:"dns,omitempty"`

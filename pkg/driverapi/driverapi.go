@@ -122,6 +122,11 @@ type JoinInfo interface {
 	// namespace (srcName) and the name it gets inside the sandbox
 	// (dstName, normally CNI_IFNAME). The core moves and renames it.
 	SetNames(srcName, dstName string) error
+	// SetNamesInSandbox is SetNames for an interface the driver created
+	// inside the sandbox already (a veth whose peer it made there):
+	// moving a link between namespaces costs the kernel far more than
+	// making it in place. The core renames and configures it.
+	SetNamesInSandbox(srcName, dstName string) error
 	// SetGateway sets the IPv4 default gateway of the sandbox.
 	SetGateway(net.IP) error
 	// SetGatewayIPv6 sets the IPv6 default gateway of the sandbox.

@@ -86,8 +86,10 @@ func Attach(nsPath string, ifc Interface) (*Attached, error) {
 	}
 	defer sbx.Close()
 
-	if err := moveLink(nsPath, sbx, c); err != nil {
-		return nil, err
+	if !ifc.InSandbox {
+		if err := moveLink(nsPath, sbx, c); err != nil {
+			return nil, err
+		}
 	}
 	var att *Attached
 	entered := false

@@ -51,6 +51,9 @@ func (r Route) String() string {
 
 // Interface is what the core configures in a sandbox.
 type Interface struct {
+	// InSandbox says SrcName was created inside the sandbox already and
+	// needs no move.
+	InSandbox bool
 	// SrcName is the link's name in the caller's current netns.
 	SrcName string
 	// DstName is the link's name inside the sandbox (CNI_IFNAME).

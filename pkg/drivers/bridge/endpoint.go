@@ -81,7 +81,7 @@ func (d *Driver) EndpointOperInfo(_, eid string) (map[string]any, error) {
 // Join implements driverapi.Driver: a veth pair with its host end on the
 // bridge, the other end for the core to move into the sandbox, the
 // gateway, and the endpoint's published ports.
-func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.Options) (err error) {
+func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driverapi.Options) (err error) {
 	n, err := d.network(nid)
 	if err != nil {
 		return err
@@ -119,7 +119,7 @@ func (d *Driver) Join(nid, eid, _ string, ji driverapi.JoinInfo, opts driverapi.
 	// A container reaching its own published port comes back in through
 	// its own bridge port.
 	hairpin := n.Hairpin || len(published) > 0
-	host, err := createVeth(n, eid, ifc.MacAddress(), hairpin)
+	host, err := createVeth(n, eid, sboxKey, ifc.MacAddress(), hairpin)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, if
 	if err := ji.AddHostInterface(host.Attrs().Name, host.Attrs().HardwareAddr); err != nil {
 		return err
 	}
-	return ji.SetNames(peer, ifName)
+	return ji.SetNamesInSandbox(peer, ifName)
 }
 
 // reservePorts records the endpoint's published ports, refusing any host
