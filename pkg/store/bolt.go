@@ -37,7 +37,8 @@ type Options struct {
 // FileStore is the embedded store: one bbolt file, held under an
 // exclusive lock from Open to Close.
 type FileStore struct {
-	db *bolt.DB
+	db   *bolt.DB
+	lock *lockFile
 }
 
 var _ Store = (*FileStore)(nil)
@@ -51,7 +52,21 @@ func Open(dir string, opts Options) (*FileStore, error) {
 	if err := ensureDir(dir); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, FileName)
+	lock, err := acquire(dir, opts.LockWait)
+	if err != nil {
+		return nil, err
+	}
+	s, err := openLocked(filepath.Join(dir, FileName), opts.LockWait)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+// openLocked opens the store file of a directory whose lock it holds.
+func openLocked(path string, wait time.Duration) (*FileStore, error) {
 	if err := createIfMissing(path); err != nil {
 		return nil, err
 	}
@@ -66,7 +81,7 @@ func Open(dir string, opts Options) (*FileStore, error) {
 	if err := checkFile(path); err != nil {
 		return nil, err
 	}
-	db, err := openBolt(path, opts.LockWait)
+	db, err := openBolt(path, wait)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +117,7 @@ func dedicated(dir string) bool {
 		return false
 	}
 	for _, e := range entries {
-		if e.Name() != FileName && !strings.HasPrefix(e.Name(), FileName+".new-") {
+		if e.Name() != FileName && e.Name() != LockName && !strings.HasPrefix(e.Name(), FileName+".new-") {
 			return false
 		}
 	}
@@ -217,7 +232,13 @@ func (s *FileStore) Update(fn func(Tx) error) error {
 }
 
 // Close implements Store.
-func (s *FileStore) Close() error { return s.db.Close() }
+func (s *FileStore) Close() error {
+	err := s.db.Close()
+	if s.lock != nil {
+		err = errors.Join(err, s.lock.release())
+	}
+	return err
+}
 
 func guard(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

@@ -132,7 +132,7 @@ var _ = Describe("Open", func() {
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		Expect(names).To(Equal([]string{store.FileName}))
+		Expect(names).To(Equal([]string{store.FileName, store.LockName}))
 	})
 
 	It("keeps committed data across close and reopen", func() {
@@ -750,5 +750,5 @@ func expectRacersKeys(dir string, n int) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	Expect(slices.Equal(names, []string{store.FileName})).To(BeTrue(), "left behind: %v", names)
+	Expect(slices.Equal(names, []string{store.FileName, store.LockName})).To(BeTrue(), "left behind: %v", names)
 }

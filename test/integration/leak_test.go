@@ -55,6 +55,6 @@ var _ = Describe("1,000 ADD/DEL cycles on cnm-bridge", func() {
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		Expect(strings.Join(names, " ")).To(Equal("state.db"))
+		Expect(strings.Join(names, " ")).To(Equal("state.db state.lock"))
 	})
 })
