@@ -69,7 +69,7 @@ demo: build tools
 
 # cnm-bridge against Debian's reference bridge + host-local (+ portmap),
 # through libcni, in throwaway network namespaces (root). Prints the table
-# and writes docs/bench/ (latest.json, latest.md, latency.png); about 5
+# and writes docs/bench/ (latest.json, latest.md, latency.png); 3 to 4
 # minutes. See docs/benchmarks.md. BENCH_FLAGS are passed on (e.g. -keep).
 bench:
 	@test "$$(id -u)" = 0 || { echo "make bench: run as root: it creates network namespaces" >&2; exit 1; }
