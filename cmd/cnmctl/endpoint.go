@@ -38,14 +38,7 @@ func newEndpointCommand(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				v, err := describeEndpoint(c, nw, ep)
-				if err != nil {
-					return err
-				}
-				if o.output == "json" {
-					return printJSON(os.Stdout, v)
-				}
-				return printEndpoint(v)
+				return showEndpoint(o, c, nw, ep)
 			})
 		},
 	}
@@ -96,14 +89,7 @@ func endpointCreateCommand(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				v, err := describeEndpoint(c, nw, ep)
-				if err != nil {
-					return err
-				}
-				if o.output == "json" {
-					return printJSON(os.Stdout, v)
-				}
-				return printEndpoint(v)
+				return showEndpoint(o, c, nw, ep)
 			})
 		},
 	}
@@ -223,6 +209,15 @@ func listEndpoints(o *options, c *cnm.Controller, network string) error {
 			dash(v.MAC), state(v.Endpoint), dash(ports(v.OperInfo)))
 	}
 	return tw.Flush()
+}
+
+// showEndpoint prints one endpoint in the chosen output format.
+func showEndpoint(o *options, c *cnm.Controller, nw *cnm.Network, ep *cnm.Endpoint) error {
+	v, err := describeEndpoint(c, nw, ep)
+	if err != nil {
+		return err
+	}
+	return o.show(v, func() error { return printEndpoint(v) })
 }
 
 func printEndpoint(v *endpointView) error {

@@ -37,10 +37,7 @@ func newNetworkCommand(o *options) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					if o.output == "json" {
-						return printJSON(os.Stdout, v)
-					}
-					return printNetwork(v)
+					return o.show(v, func() error { return printNetwork(v) })
 				})
 			},
 		},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,14 @@ func (o *options) withController(fn func(*cnm.Controller) error) error {
 		}
 	}
 	return fn(c)
+}
+
+// show prints v as JSON, or as table prints it.
+func (o *options) show(v any, table func() error) error {
+	if o.output == "json" {
+		return printJSON(os.Stdout, v)
+	}
+	return table()
 }
 
 // printJSON writes v indented.
