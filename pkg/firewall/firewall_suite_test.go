@@ -8,11 +8,11 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 func TestFirewall(t *testing.T) {
@@ -23,23 +23,8 @@ func TestFirewall(t *testing.T) {
 	RunSpecs(t, "firewall")
 }
 
-// newTestNS makes a network namespace that is removed when the spec ends,
-// pass or fail. Every firewall change of these tests happens in one:
-// nothing touches the root namespace.
-func newTestNS() ns.NetNS {
-	GinkgoHelper()
-	n, err := testutils.NewNS()
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(removeTestNS, n)
-	return n
-}
-
-// removeTestNS closes n, then unmounts it: the open handle pins the mount.
-func removeTestNS(n ns.NetNS) {
-	GinkgoHelper()
-	Expect(n.Close()).To(Succeed())
-	Expect(testutils.UnmountNS(n)).To(Succeed())
-}
+// newTestNS makes a network namespace of the spec's own.
+func newTestNS() ns.NetNS { return testns.New() }
 
 // inNS runs f in n; iptables processes started there inherit n.
 func inNS(n ns.NetNS, f func() error) {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnmnet/cnmnet/pkg/sandbox"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 func TestSandbox(t *testing.T) {
@@ -25,22 +26,8 @@ func TestSandbox(t *testing.T) {
 	RunSpecs(t, "sandbox")
 }
 
-// newTestNS makes a network namespace that is removed when the spec ends,
-// pass or fail. Tests never touch the root namespace.
-func newTestNS() ns.NetNS {
-	GinkgoHelper()
-	n, err := testutils.NewNS()
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(removeTestNS, n)
-	return n
-}
-
-// removeTestNS closes n, then unmounts it: the open handle pins the mount.
-func removeTestNS(n ns.NetNS) {
-	GinkgoHelper()
-	Expect(n.Close()).To(Succeed())
-	Expect(testutils.UnmountNS(n)).To(Succeed())
-}
+// newTestNS makes a network namespace of the spec's own.
+func newTestNS() ns.NetNS { return testns.New() }
 
 // goneNS returns the path of a network namespace that has been unmounted,
 // as after a runtime tore the sandbox down; keepFile leaves the mount

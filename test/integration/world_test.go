@@ -14,13 +14,13 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/store"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // allVersions are the CNI versions every plugin must answer in.
@@ -51,18 +51,10 @@ func newWorld() *world {
 }
 
 // newNS makes a network namespace that goes when the test ends.
-func newNS() ns.NetNS {
-	n, err := testutils.NewNS()
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(removeNS, n)
-	return n
-}
+func newNS() ns.NetNS { return testns.New() }
 
-// removeNS removes a namespace; removing it twice is fine.
-func removeNS(n ns.NetNS) {
-	_ = n.Close()
-	_ = testutils.UnmountNS(n)
-}
+// removeNS removes a namespace before the test ends.
+func removeNS(n ns.NetNS) { Expect(testns.Remove(n)).To(Succeed()) }
 
 // network describes a network configuration for a test.
 type network struct {
