@@ -43,6 +43,11 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	if err != nil {
 		return nil, err
 	}
+	if v, ok := d.(driverapi.ConfigValidator); ok {
+		if err := v.ValidateConfig(req.Conf.Raw); err != nil {
+			return nil, err
+		}
+	}
 	id, err := req.Conf.resolveIdentity(req.Args, req.ContainerID, req.IfName)
 	if err != nil {
 		return nil, err

@@ -210,3 +210,11 @@ type Orphan struct {
 type NetworkDescriber interface {
 	NetworkOperInfo(nid string) (map[string]any, error)
 }
+
+// ConfigValidator is implemented by drivers that can check their own keys
+// of a network configuration on their own. The core calls it before an
+// ADD records or touches anything, so that a bad value is refused with
+// nothing to undo; the error should be a CNI error naming the key.
+type ConfigValidator interface {
+	ValidateConfig(config []byte) error
+}
