@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,37 +29,55 @@ func acquire(dir string, wait time.Duration) (*lockFile, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
 		return &lockFile{f: f}, nil
 	}
-	// Block in a goroutine so that the wait can be bounded; one that is
-	// given up on lets go of the lock as soon as it gets it.
-	var abandoned atomic.Bool
+	return waitLock(f, path, wait, flockRetry)
+}
+
+// waitLock blocks for the lock in a goroutine, so that the wait can be
+// bounded. Whether the lock is handed over or given up is decided once,
+// under mu: a goroutine that gets the lock after the caller gave up lets
+// go of it at once, so that a long-running caller (cnmctl, a daemon)
+// never keeps a lock nobody holds a handle to.
+func waitLock(f *os.File, path string, wait time.Duration, block func(*os.File) error) (*lockFile, error) {
+	var (
+		mu        sync.Mutex
+		abandoned bool
+	)
 	got := make(chan error, 1)
 	go func() {
-		err := flockRetry(f)
-		if abandoned.Load() {
-			f.Close()
+		err := block(f)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			f.Close() // releases the lock if we got it
 			return
 		}
 		got <- err
 	}()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case err := <-got:
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		return &lockFile{f: f}, nil
-	case <-time.After(wait):
-		abandoned.Store(true)
-		// The goroutine may have got the lock just now: take it back.
-		select {
-		case err := <-got:
-			if err == nil {
-				return &lockFile{f: f}, nil
-			}
-		default:
-		}
+		return lockResult(f, path, err)
+	case <-timer.C:
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	select {
+	case err := <-got:
+		// The lock came as the wait ran out: take it.
+		return lockResult(f, path, err)
+	default:
+		abandoned = true
 		return nil, fmt.Errorf("%w: waited %s for %s", ErrLocked, wait, path)
 	}
+}
+
+func lockResult(f *os.File, path string, err error) (*lockFile, error) {
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return &lockFile{f: f}, nil
 }
 
 // flockRetry blocks for the lock, through interrupted system calls.

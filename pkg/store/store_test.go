@@ -537,6 +537,60 @@ var _ = Describe("the lock", func() {
 	})
 })
 
+var _ = Describe("the lock, in a long-running caller", func() {
+	// A process that keeps running after a timed-out Open (cnmctl, a
+	// daemon) must not keep the lock: the waiting goroutine that gets it
+	// just after the wait ran out has to let go of it.
+	It("is free again after every timed-out wait, whenever the holder lets go", func() {
+		dir := GinkgoT().TempDir()
+		s, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(s.Close()).To(Succeed())
+		lockPath := filepath.Join(dir, store.LockName)
+		const wait = 10 * time.Millisecond
+		timedOut := 0
+		for i := range 150 {
+			holder := holdLock(lockPath)
+			// Let go around the moment the wait runs out: before, at, after.
+			release := wait - 2*time.Millisecond + time.Duration(i%5)*time.Millisecond
+			go func() {
+				time.Sleep(release)
+				_ = holder.Close()
+			}()
+			got, err := store.Open(dir, store.Options{LockWait: wait})
+			if err == nil {
+				Expect(got.Close()).To(Succeed())
+			} else {
+				Expect(err).To(MatchError(store.ErrLocked))
+				timedOut++
+			}
+			Eventually(func() error { return tryLock(lockPath) }).
+				WithTimeout(2*time.Second).WithPolling(5*time.Millisecond).
+				Should(Succeed(), "attempt %d left the lock held", i)
+		}
+		Expect(timedOut).To(BeNumerically(">", 0))
+	})
+})
+
+// holdLock takes the store directory's lock the way another process would.
+func holdLock(path string) *os.File {
+	GinkgoHelper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(syscall.Flock(int(f.Fd()), syscall.LOCK_EX)).To(Succeed())
+	return f
+}
+
+// tryLock takes and drops the lock without waiting.
+func tryLock(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+}
+
 var _ = Describe("a store that cannot be read", func() {
 	var dir, path string
 
