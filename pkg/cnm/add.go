@@ -19,8 +19,10 @@ import (
 
 // join is the state of one ADD as it goes.
 type join struct {
-	req        *Request
-	driver     driverapi.Driver
+	req    *Request
+	driver driverapi.Driver
+	// sandbox is the request's sandbox, with the identity it has now.
+	sandbox    sandbox.Ref
 	nw         *Network
 	ep         *Endpoint
 	newNetwork bool
@@ -59,14 +61,18 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	if req.NetNS == "" {
 		return nil, invalidEnv("CNI_NETNS: required for ADD")
 	}
-	if !sandbox.Exists(req.NetNS) {
+	sbx, err := sandbox.RefOf(req.NetNS)
+	if errors.Is(err, sandbox.ErrNoSandbox) {
 		return nil, newError(types.ErrInvalidNetNS, "CNI_NETNS: %s is not a network namespace", req.NetNS)
 	}
-	if err := c.releaseStaleJoin(ctx, req, id); err != nil {
+	if err != nil {
+		return nil, newError(types.ErrInvalidNetNS, "CNI_NETNS: %v", err)
+	}
+	if err := c.releaseStaleJoin(ctx, req, sbx, id); err != nil {
 		return nil, err
 	}
 
-	j := &join{req: req, driver: d}
+	j := &join{req: req, driver: d, sandbox: sbx}
 	if err := c.reserve(j, id, static); err != nil {
 		return nil, err
 	}
@@ -97,8 +103,9 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 
 // releaseStaleJoin leaves an endpoint the request names that is still
 // joined to a sandbox which no longer exists (its runtime never sent
-// DEL), so that the new sandbox can join it.
-func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, id identity) error {
+// DEL, or its path now holds another namespace), so that the new sandbox
+// can join it.
+func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, sbx sandbox.Ref, id identity) error {
 	var nw *Network
 	var ep *Endpoint
 	err := c.store.View(func(tx store.Tx) error {
@@ -115,7 +122,7 @@ func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, id iden
 	if err != nil {
 		return err
 	}
-	if ep.Sandbox == nil || ep.Sandbox.Key == req.NetNS || sandbox.Exists(ep.Sandbox.Key) {
+	if ep.Sandbox == nil || ep.Sandbox.holds(sbx) || ep.Sandbox.sandbox().Alive() {
 		return nil
 	}
 	return c.leave(ctx, req, nw, ep)
@@ -170,7 +177,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 			ep.Persistent = ep.Persistent || id.Persistent
 		}
 		ep.State = StateJoining
-		ep.Sandbox = &Attachment{Key: req.NetNS, ContainerID: req.ContainerID, IfName: req.IfName, Joined: c.now().UTC()}
+		ep.Sandbox = &Attachment{Key: req.NetNS, NetNS: j.sandbox.ID, ContainerID: req.ContainerID, IfName: req.IfName, Joined: c.now().UTC()}
 		ep.LeftAt, ep.ExpiresAt = time.Time{}, time.Time{}
 		j.ep = ep
 		return putEndpoint(tx, ep, nil)
@@ -244,7 +251,7 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	fault.Point("add:joined")
 	ji.record(ep.Sandbox, req.Conf.IPAMConf)
 	if ep.Sandbox.SrcName == "" {
-		if err := sandbox.LoopbackUp(req.NetNS); err != nil {
+		if err := sandbox.LoopbackUp(j.sandbox); err != nil {
 			return fmt.Errorf("sandbox %s: %w", req.NetNS, err)
 		}
 		return nil
@@ -255,7 +262,7 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 		return fmt.Errorf("record join of endpoint %s: %w", ep.Name, err)
 	}
 	fault.Point("add:recorded")
-	att, err := sandbox.Attach(req.NetNS, sandboxInterface(ep))
+	att, err := sandbox.Attach(j.sandbox, sandboxInterface(ep))
 	if err != nil {
 		return fmt.Errorf("attach endpoint %s: %w", ep.Name, err)
 	}
@@ -301,7 +308,7 @@ func (c *Controller) rollback(ctx context.Context, j *join) {
 	ep := j.ep
 	a := ep.Sandbox
 	if j.attached && a.DstName != "" {
-		_ = sandbox.Detach(a.Key, a.DstName)
+		_ = sandbox.Detach(j.sandbox, a.DstName)
 	}
 	if err := j.driver.Leave(j.nw.ID, ep.ID); err != nil {
 		return // the record still names the attachment: DEL or GC finishes

@@ -276,7 +276,7 @@ func (c *Controller) RemoveEndpoint(ctx context.Context, network, name string, f
 	if err != nil {
 		return err
 	}
-	if err := c.detach(nw, ep); err != nil {
+	if err := c.detach(req, nw, ep); err != nil {
 		return err
 	}
 	return c.destroy(ctx, req, nw, ep)
@@ -342,7 +342,7 @@ func (c *Controller) Collect(ctx context.Context, dryRun bool) ([]Collected, err
 			col := Collected{Network: nw.Name, Endpoint: ep.Name}
 			var act func() error
 			switch {
-			case ep.Sandbox != nil && !sandbox.Exists(ep.Sandbox.Key):
+			case ep.Sandbox != nil && !ep.Sandbox.sandbox().Alive():
 				col.Reason = "sandbox " + ep.Sandbox.Key + " is gone"
 				col.Action = "deleted"
 				if ep.Persistent {
@@ -467,11 +467,11 @@ func joinProblem(ep *Endpoint) string {
 	if a == nil {
 		return ""
 	}
-	if !sandbox.Exists(a.Key) {
+	if !a.sandbox().Alive() {
 		return "joined to sandbox " + a.Key + ", which is gone"
 	}
 	if a.DstName != "" {
-		if err := sandbox.Check(a.Key, sandbox.Interface{DstName: a.DstName}); errors.Is(err, sandbox.ErrInterfaceNotFound) {
+		if err := sandbox.Check(a.sandbox(), sandbox.Interface{DstName: a.DstName}); errors.Is(err, sandbox.ErrInterfaceNotFound) {
 			return "interface " + a.DstName + " is gone from sandbox " + a.Key
 		}
 	}

@@ -2,6 +2,7 @@ package cnm
 
 import (
 	"context"
+	"errors"
 	"net"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -31,7 +32,9 @@ func (c *Controller) Check(ctx context.Context, req *Request) error {
 	if ep.State != StateJoined {
 		return newError(types.ErrInternal, "endpoint %s is %s, not joined: its ADD did not finish", ep.Name, ep.State)
 	}
-	if req.NetNS != "" && req.NetNS != a.Key {
+	sbx := a.sandboxFor(req)
+	if a.NetNS.IsZero() && req.NetNS != "" && req.NetNS != a.Key {
+		// A record without identity: the path is all there is to compare.
 		return invalidEnv("CNI_NETNS: %s, but endpoint %s is joined to %s", req.NetNS, ep.Name, a.Key)
 	}
 	if err := c.checkAddresses(ctx, req, nw, ep); err != nil {
@@ -41,10 +44,17 @@ func (c *Controller) Check(ctx context.Context, req *Request) error {
 		return err
 	}
 	if a.DstName != "" {
-		if err := sandbox.Check(a.Key, sandboxInterface(ep)); err != nil {
+		err := sandbox.Check(sbx, sandboxInterface(ep))
+		if errors.Is(err, sandbox.ErrReplaced) {
+			return notJoined(req, ep)
+		}
+		if err != nil {
 			return newError(types.ErrInternal, "endpoint %s: %v", ep.Name, err)
 		}
-	} else if !sandbox.Exists(a.Key) {
+	} else if !sbx.Alive() {
+		if (sandbox.Ref{Path: sbx.Path}).Alive() {
+			return notJoined(req, ep)
+		}
 		return newError(types.ErrInvalidNetNS, "endpoint %s: sandbox %s is gone", ep.Name, a.Key)
 	}
 	d, err := c.driver(nw.Driver)
@@ -57,6 +67,16 @@ func (c *Controller) Check(ctx context.Context, req *Request) error {
 		}
 	}
 	return nil
+}
+
+// notJoined is CHECK's answer when the sandbox path holds another
+// network namespace than the one the endpoint joined.
+func notJoined(req *Request, ep *Endpoint) error {
+	if req.NetNS != "" {
+		return invalidEnv("CNI_NETNS: %s is not the network namespace endpoint %s joined", req.NetNS, ep.Name)
+	}
+	return newError(types.ErrInvalidNetNS, "endpoint %s: sandbox %s is gone: the path holds another network namespace now",
+		ep.Name, ep.Sandbox.Key)
 }
 
 // checkAddresses verifies that the endpoint still holds its reservations.

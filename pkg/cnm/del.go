@@ -16,8 +16,10 @@ import (
 
 // Del detaches the request's container from the network: it leaves the
 // endpoint and deletes it unless it is persistent. It succeeds when
-// there is nothing to remove, whatever CNI_NETNS says: the sandbox of
-// record is the one the endpoint joined.
+// there is nothing to remove. It acts inside the sandbox only if the
+// runtime's CNI_NETNS (or, when it gives none, the recorded path) still
+// holds the namespace the endpoint joined; otherwise that sandbox is gone
+// and only the host side is undone.
 func (c *Controller) Del(ctx context.Context, req *Request) error {
 	if err := req.validateAttachment(); err != nil {
 		return err
@@ -34,7 +36,7 @@ func (c *Controller) Del(ctx context.Context, req *Request) error {
 // Each step tolerates what is already gone; a step that fails stops the
 // leave with the record intact, so that a retried DEL finishes it.
 func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *Endpoint) error {
-	if err := c.detach(nw, ep); err != nil {
+	if err := c.detach(req, nw, ep); err != nil {
 		return err
 	}
 	if !ep.Persistent {
@@ -53,9 +55,10 @@ func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *E
 	})
 }
 
-// detach undoes a join on the host: the interface in the sandbox, then
-// the driver's side. The records are left for the caller to update.
-func (c *Controller) detach(nw *Network, ep *Endpoint) error {
+// detach undoes a join on the host: the interface in the sandbox (if the
+// sandbox is still the one joined), then the driver's side. The records
+// are left for the caller to update.
+func (c *Controller) detach(req *Request, nw *Network, ep *Endpoint) error {
 	a := ep.Sandbox
 	if a == nil {
 		return nil
@@ -65,7 +68,7 @@ func (c *Controller) detach(nw *Network, ep *Endpoint) error {
 		return err
 	}
 	if a.DstName != "" {
-		if err := sandbox.Detach(a.Key, a.DstName); err != nil {
+		if err := sandbox.Detach(a.sandboxFor(req), a.DstName); err != nil {
 			return fmt.Errorf("detach endpoint %s: %w", ep.Name, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/cnmnet/cnmnet/pkg/sandbox"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -71,10 +72,14 @@ type Address struct {
 
 // Attachment is an endpoint's join to a sandbox.
 type Attachment struct {
-	Key         string    `json:"key"` // the netns path
-	ContainerID string    `json:"containerID"`
-	IfName      string    `json:"ifName"`
-	Joined      time.Time `json:"joined"`
+	Key string `json:"key"` // the netns path
+	// NetNS is the identity of the namespace at Key when the endpoint
+	// joined: DEL, CHECK and GC act in a sandbox only if its path still
+	// holds that namespace.
+	NetNS       sandbox.ID `json:"netns,omitzero"`
+	ContainerID string     `json:"containerID"`
+	IfName      string     `json:"ifName"`
+	Joined      time.Time  `json:"joined"`
 	// SrcName is the interface the driver made, DstName its name in the
 	// sandbox; both empty when the driver gave the sandbox no interface.
 	SrcName string `json:"srcName,omitempty"`
@@ -84,6 +89,30 @@ type Attachment struct {
 	Routes         []Route         `json:"routes,omitempty"`
 	HostInterfaces []HostInterface `json:"hostInterfaces,omitempty"`
 	DNS            *DNS            `json:"dns,omitempty"`
+}
+
+// sandbox is the joined sandbox, as the records name it.
+func (a *Attachment) sandbox() sandbox.Ref { return sandbox.Ref{Path: a.Key, ID: a.NetNS} }
+
+// sandboxFor is the joined sandbox as req names it: the runtime's
+// CNI_NETNS when req is about this attachment and gives one (it may name
+// the namespace by another path), the recorded path otherwise. Either way
+// it is acted in only if it holds the namespace that was joined.
+func (a *Attachment) sandboxFor(req *Request) sandbox.Ref {
+	ref := a.sandbox()
+	if req != nil && req.NetNS != "" && req.ContainerID == a.ContainerID && req.IfName == a.IfName {
+		ref.Path = req.NetNS
+	}
+	return ref
+}
+
+// holds reports whether a is joined to the namespace sbx names: the same
+// identity, or for a record without one, the same path.
+func (a *Attachment) holds(sbx sandbox.Ref) bool {
+	if a.NetNS.IsZero() {
+		return a.Key == sbx.Path
+	}
+	return a.NetNS == sbx.ID
 }
 
 // sameAs reports whether a and b are the same attachment.

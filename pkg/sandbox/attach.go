@@ -65,22 +65,24 @@ func canonicalRoute(r Route) (Route, error) {
 }
 
 // Attach moves the link ifc.SrcName from the caller's current netns into
-// the sandbox at nsPath and configures it there: it renames it DstName
+// the sandbox ref names and configures it there: it renames it DstName
 // while it is down, sets MAC, adds Addresses (IPv6 ones with
 // IFA_F_NODAD, so they are usable at once rather than after duplicate
 // address detection), brings it up, adds Routes and brings lo up.
 //
 // If the sandbox already has an interface called DstName, Attach fails
 // with an error wrapping ErrInterfaceExists and leaves that interface
-// alone; a missing sandbox gives ErrNoSandbox. If anything fails once the
+// alone; a missing sandbox, or a path that holds another namespace than
+// ref's, gives ErrNoSandbox. If anything fails once the
 // link is in the sandbox, Attach deletes it (for a veth, with its peer),
 // best effort; failures before the move leave the link where it was.
-func Attach(nsPath string, ifc Interface) (*Attached, error) {
+func Attach(ref Ref, ifc Interface) (*Attached, error) {
+	nsPath := ref.Path
 	c, err := newConfig(ifc, true)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to %s: %w", ifc.SrcName, nsPath, err)
 	}
-	sbx, err := openSandbox(nsPath)
+	sbx, err := ref.open()
 	if err != nil {
 		return nil, err
 	}

@@ -11,20 +11,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Check verifies that the sandbox at nsPath has the interface ifc.DstName,
+// Check verifies that the sandbox ref names has the interface ifc.DstName,
 // up, with ifc.MAC (if set), every address of ifc.Addresses and every
 // route of ifc.Routes (same destination and gateway). Other addresses and
 // routes are allowed: chained plugins may add them. ifc.SrcName is not
 // used. The error names every difference, e.g.
 // "interface eth0 in /var/run/netns/x: address 10.0.0.5/24 missing; MAC is
 // 02:00:00:00:00:01, expected 02:00:00:00:00:02". A missing sandbox wraps
-// ErrNoSandbox and a missing interface ErrInterfaceNotFound.
-func Check(nsPath string, ifc Interface) error {
+// ErrNoSandbox (and ErrReplaced when the path holds another namespace),
+// a missing interface ErrInterfaceNotFound.
+func Check(ref Ref, ifc Interface) error {
+	nsPath := ref.Path
 	c, err := newConfig(ifc, false)
 	if err != nil {
 		return fmt.Errorf("check %s in %s: %w", ifc.DstName, nsPath, err)
 	}
-	sbx, err := openSandbox(nsPath)
+	sbx, err := ref.openToRead()
 	if err != nil {
 		return err
 	}

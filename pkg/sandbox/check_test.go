@@ -26,7 +26,7 @@ var _ = Describe("Check", func() {
 	})
 
 	It("passes after Attach", func() {
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(Succeed())
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(Succeed())
 	})
 
 	It("passes with the default route written either way, and extra state present", func() {
@@ -35,42 +35,42 @@ var _ = Describe("Check", func() {
 			{Dst: mustNet("::/0"), GW: net.ParseIP("fd00:1::1")},
 		}
 		ifc.Addresses = ifc.Addresses[:1]
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(Succeed())
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(Succeed())
 	})
 
 	It("reports a missing address", func() {
 		ifc.Addresses = append(ifc.Addresses, mustCIDR("10.1.0.99/24"))
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(MatchError(
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(MatchError(
 			"interface eth0 in " + contNS.Path() + ": address 10.1.0.99/24 missing"))
 	})
 
 	It("reports an address with another prefix length", func() {
 		ifc.Addresses = []*net.IPNet{mustCIDR("10.1.0.5/16")}
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(MatchError(
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(MatchError(
 			ContainSubstring("address 10.1.0.5/16 missing (has 10.1.0.5/24)")))
 	})
 
 	It("reports a wrong MAC", func() {
 		ifc.MAC = mustMAC("02:42:0a:01:00:99")
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(MatchError(
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(MatchError(
 			ContainSubstring("MAC is " + macStr + ", expected 02:42:0a:01:00:99")))
 	})
 
 	It("reports a missing route", func() {
 		ifc.Routes = append(ifc.Routes, sandbox.Route{Dst: mustNet("10.200.0.0/16"), GW: net.ParseIP("10.1.0.1")})
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(MatchError(
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(MatchError(
 			ContainSubstring("route 10.200.0.0/16 via 10.1.0.1 missing")))
 	})
 
 	It("reports a route through another gateway", func() {
 		ifc.Routes = []sandbox.Route{{Dst: mustNet("10.2.0.0/16"), GW: net.ParseIP("10.1.0.2")}}
-		Expect(sandbox.Check(contNS.Path(), ifc)).To(MatchError(
+		Expect(sandbox.Check(refOf(contNS.Path()), ifc)).To(MatchError(
 			ContainSubstring("route 10.2.0.0/16 via 10.1.0.2 missing (has 10.2.0.0/16 via 10.1.0.1)")))
 	})
 
 	It("reports a missing interface", func() {
 		ifc.DstName = "eth9"
-		err := sandbox.Check(contNS.Path(), ifc)
+		err := sandbox.Check(refOf(contNS.Path()), ifc)
 		Expect(err).To(MatchError(ContainSubstring("interface eth9 in " + contNS.Path() + ": interface not found")))
 		Expect(errors.Is(err, sandbox.ErrInterfaceNotFound)).To(BeTrue())
 	})
@@ -85,14 +85,14 @@ var _ = Describe("Check", func() {
 		})
 		ifc.MAC = mustMAC("02:42:0a:01:00:99")
 		ifc.Addresses = append(ifc.Addresses, mustCIDR("fd00:1::99/64"))
-		err := sandbox.Check(contNS.Path(), ifc)
+		err := sandbox.Check(refOf(contNS.Path()), ifc)
 		Expect(err).To(MatchError(ContainSubstring("is down")))
 		Expect(err).To(MatchError(ContainSubstring("MAC is")))
 		Expect(err).To(MatchError(ContainSubstring("address fd00:1::99/64 missing")))
 	})
 
 	It("fails with ErrNoSandbox for a missing netns", func() {
-		err := sandbox.Check("/var/run/netns/cnmnet-no-such-sandbox", ifc)
+		err := sandbox.Check(refOf("/var/run/netns/cnmnet-no-such-sandbox"), ifc)
 		Expect(errors.Is(err, sandbox.ErrNoSandbox)).To(BeTrue(), "error: %v", err)
 	})
 })

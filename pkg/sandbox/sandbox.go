@@ -85,10 +85,11 @@ func Exists(nsPath string) bool {
 	return true
 }
 
-// LoopbackUp brings lo up in the sandbox at nsPath, for a sandbox joined
-// without an interface (the null driver).
-func LoopbackUp(nsPath string) error {
-	sbx, err := openSandbox(nsPath)
+// LoopbackUp brings lo up in the sandbox, for a sandbox joined without an
+// interface (the null driver).
+func LoopbackUp(ref Ref) error {
+	nsPath := ref.Path
+	sbx, err := ref.open()
 	if err != nil {
 		return err
 	}
@@ -98,18 +99,21 @@ func LoopbackUp(nsPath string) error {
 	})
 }
 
-// Detach deletes the link called name in the sandbox at nsPath; deleting
-// one end of a veth pair deletes the other. It is idempotent, as CNI DEL
-// must be: an empty nsPath, a sandbox that is gone or no longer a network
-// namespace, or a missing link all return nil.
-func Detach(nsPath, name string) error {
+// Detach deletes the link called name in the sandbox; deleting one end of
+// a veth pair deletes the other. It is idempotent, as CNI DEL must be: an
+// empty path, a sandbox that is gone or no longer a network namespace, or
+// a missing link all return nil. So does a path that now holds another
+// namespace than ref's (or a ref with no identity, which cannot be told
+// from one): nothing in it is touched.
+func Detach(ref Ref, name string) error {
+	nsPath := ref.Path
 	if nsPath == "" {
 		return nil
 	}
 	if name == "" {
 		return errors.New("detach: no interface name given")
 	}
-	sbx, err := openSandbox(nsPath)
+	sbx, err := ref.open()
 	if errors.Is(err, ErrNoSandbox) {
 		return nil
 	}

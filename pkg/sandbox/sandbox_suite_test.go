@@ -82,12 +82,22 @@ func makeVeth(n ns.NetNS, name, peer string, peerAddrs ...string) {
 	})
 }
 
+// refOf names the sandbox at nsPath as it is now; a path that is not a
+// network namespace gets a Ref without identity.
+func refOf(nsPath string) sandbox.Ref {
+	ref, err := sandbox.RefOf(nsPath)
+	if err != nil {
+		return sandbox.Ref{Path: nsPath}
+	}
+	return ref
+}
+
 // attachFrom calls Attach from inside hostNS, where the source link is.
 func attachFrom(hostNS ns.NetNS, nsPath string, ifc sandbox.Interface) (*sandbox.Attached, error) {
 	var att *sandbox.Attached
 	err := hostNS.Do(func(ns.NetNS) error {
 		var err error
-		att, err = sandbox.Attach(nsPath, ifc)
+		att, err = sandbox.Attach(refOf(nsPath), ifc)
 		return err
 	})
 	return att, err

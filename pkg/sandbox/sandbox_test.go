@@ -199,22 +199,22 @@ var _ = Describe("Detach", func() {
 	})
 
 	It("deletes the interface and its veth peer, and is idempotent", func() {
-		Expect(sandbox.Detach(contNS.Path(), "eth0")).To(Succeed())
+		Expect(sandbox.Detach(refOf(contNS.Path()), "eth0")).To(Succeed())
 		Expect(linkNames(contNS)).To(ConsistOf("lo"))
 		Expect(linkNames(hostNS)).To(ConsistOf("lo"))
-		Expect(sandbox.Detach(contNS.Path(), "eth0")).To(Succeed())
+		Expect(sandbox.Detach(refOf(contNS.Path()), "eth0")).To(Succeed())
 	})
 
 	It("succeeds with no netns path", func() {
-		Expect(sandbox.Detach("", "eth0")).To(Succeed())
+		Expect(sandbox.Detach(refOf(""), "eth0")).To(Succeed())
 	})
 
 	It("succeeds when the netns was unmounted and removed", func() {
-		Expect(sandbox.Detach(goneNS(false), "eth0")).To(Succeed())
+		Expect(sandbox.Detach(refOf(goneNS(false)), "eth0")).To(Succeed())
 	})
 
 	It("succeeds when the netns was unmounted and its file left behind", func() {
-		Expect(sandbox.Detach(goneNS(true), "eth0")).To(Succeed())
+		Expect(sandbox.Detach(refOf(goneNS(true)), "eth0")).To(Succeed())
 	})
 })
 
@@ -222,12 +222,12 @@ var _ = Describe("LoopbackUp", func() {
 	It("brings lo up", func() {
 		sbx := newTestNS()
 		Expect(linkIn(sbx, "lo").Attrs().Flags & net.FlagUp).To(BeZero())
-		Expect(sandbox.LoopbackUp(sbx.Path())).To(Succeed())
+		Expect(sandbox.LoopbackUp(refOf(sbx.Path()))).To(Succeed())
 		Expect(linkIn(sbx, "lo").Attrs().Flags & net.FlagUp).NotTo(BeZero())
 	})
 
 	It("fails with ErrNoSandbox for a missing netns", func() {
-		err := sandbox.LoopbackUp("/var/run/netns/cnmnet-no-such-sandbox")
+		err := sandbox.LoopbackUp(refOf("/var/run/netns/cnmnet-no-such-sandbox"))
 		Expect(errors.Is(err, sandbox.ErrNoSandbox)).To(BeTrue(), "error: %v", err)
 	})
 })

@@ -5,12 +5,15 @@ package testns
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
 )
 
 // New makes a network namespace that goes when the current spec ends.
@@ -31,4 +34,43 @@ func Remove(n ns.NetNS) error {
 		return nil
 	}
 	return testutils.UnmountNS(n)
+}
+
+// NewAt makes a network namespace bound at path, a file that must not
+// exist, as `ip netns add` does under /run/netns: the way to make a
+// namespace again under the path of one that was removed. It goes when
+// the current spec ends.
+func NewAt(path string) ns.NetNS {
+	GinkgoHelper()
+	Expect(bindNew(path)).To(Succeed())
+	n, err := ns.GetNS(path)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(Remove(n)).To(Succeed()) })
+	return n
+}
+
+// bindNew unshares a new network namespace on a thread of its own and
+// bind-mounts it at path. The thread is never unlocked, so the runtime
+// discards it rather than reuse a thread whose namespace changed.
+func bindNew(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	_ = f.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		done <- unix.Mount(self, path, "none", unix.MS_BIND, "")
+	}()
+	if err := <-done; err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("bind a new netns at %s: %w", path, err)
+	}
+	return nil
 }
