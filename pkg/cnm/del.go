@@ -121,10 +121,10 @@ func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
 	if busy {
 		return fmt.Errorf("network %s still has endpoints", nw.Name)
 	}
-	if nw.Ready {
-		if err := d.DeleteNetwork(nw.ID); err != nil {
-			return fmt.Errorf("delete network %s: %w", nw.Name, err)
-		}
+	// Even a network that never became ready: a CreateNetwork killed
+	// half-way may have made host state, and DeleteNetwork is idempotent.
+	if err := d.DeleteNetwork(nw.ID); err != nil {
+		return fmt.Errorf("delete network %s: %w", nw.Name, err)
 	}
 	return c.store.Update(func(tx store.Tx) error {
 		if err := ipam.ReleaseAll(tx, nw.Name); err != nil {
