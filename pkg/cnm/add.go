@@ -174,7 +174,12 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 			}
 			prior := *ep
 			j.prior = &prior
-			ep.Persistent = ep.Persistent || id.Persistent
+			if id.Persistent && !ep.Persistent {
+				if err := checkPersistentLimit(tx, req.Conf, nw.Name); err != nil {
+					return err
+				}
+				ep.Persistent = true
+			}
 		}
 		ep.State = StateJoining
 		ep.Sandbox = &Attachment{Key: req.NetNS, NetNS: j.sandbox.ID, ContainerID: req.ContainerID, IfName: req.IfName, Joined: c.now().UTC()}
@@ -187,6 +192,11 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 // newEndpoint makes the record of an endpoint, with its addresses when
 // the built-in IPAM serves the network.
 func (c *Controller) newEndpoint(tx store.Tx, req *Request, id identity, static staticRequest) (*Endpoint, error) {
+	if id.Persistent {
+		if err := checkPersistentLimit(tx, req.Conf, req.Conf.Name); err != nil {
+			return nil, err
+		}
+	}
 	ep := &Endpoint{
 		Network:    req.Conf.Name,
 		Name:       id.Name,

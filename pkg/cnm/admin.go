@@ -491,12 +491,8 @@ func (c *Controller) storeOrphans(nw *Network, live map[string]bool) (addrs, dan
 				addrs = append(addrs, ip)
 			}
 		}
-		return tx.Scan(attachmentPrefix(nw.Name), func(k string, v []byte) error {
-			if _, err := getEndpoint(tx, nw.Name, string(v)); err != nil {
-				dangling = append(dangling, k)
-			}
-			return nil
-		})
+		dangling, err = danglingIndex(tx, nw.Name)
+		return err
 	})
 	sort.Strings(addrs)
 	return addrs, dangling, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"net"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,11 @@ type NetConf struct {
 	// ReservationTTL is how long a persistent endpoint keeps its address
 	// after its last DEL; zero keeps it until it is deleted explicitly.
 	ReservationTTL Duration `json:"reservationTTL,omitempty"`
+	// MaxPersistentEndpoints caps the endpoints of the network that keep
+	// their reservation after DEL: whoever can set CNI_ARGS or
+	// runtimeConfig can name one, and each holds addresses. Nil means
+	// the default (persistentLimit); 0 allows none.
+	MaxPersistentEndpoints *int `json:"maxPersistentEndpoints,omitempty"`
 
 	RuntimeConfig struct {
 		IPs      []string `json:"ips,omitempty"`
@@ -153,7 +159,33 @@ func (c *NetConf) validate() error {
 	if c.ReservationTTL < 0 {
 		return invalidConfig("reservationTTL: %s is negative", time.Duration(c.ReservationTTL))
 	}
+	if m := c.MaxPersistentEndpoints; m != nil && *m < 0 {
+		return invalidConfig("maxPersistentEndpoints: %d is negative", *m)
+	}
 	return nil
+}
+
+// DefaultMaxPersistentEndpoints caps the persistent endpoints of a
+// network without built-in address ranges, and of a large one.
+const DefaultMaxPersistentEndpoints = 1024
+
+// persistentLimit is the network's cap on persistent endpoints: the
+// configured one, else half the addresses of its smallest built-in
+// range set (so that containers without a reservation always find
+// addresses), at most DefaultMaxPersistentEndpoints.
+func (c *NetConf) persistentLimit() int {
+	if c.MaxPersistentEndpoints != nil {
+		return *c.MaxPersistentEndpoints
+	}
+	limit := int64(DefaultMaxPersistentEndpoints)
+	if c.IPAMConf != nil && !c.IPAMConf.Delegated() {
+		for _, n := range c.IPAMConf.SetCapacities() {
+			if half := new(big.Int).Rsh(n, 1); half.IsInt64() && half.Int64() < limit {
+				limit = half.Int64()
+			}
+		}
+	}
+	return int(limit)
 }
 
 const (

@@ -16,11 +16,12 @@ import (
 
 // Error codes of this project (see driverapi), for the core's callers.
 const (
-	CodeAddressInUse    = driverapi.CodeAddressInUse
-	CodeEndpointInUse   = driverapi.CodeEndpointInUse
-	CodePoolExhausted   = driverapi.CodePoolExhausted
-	CodeInterfaceExists = driverapi.CodeInterfaceExists
-	CodePortInUse       = driverapi.CodePortInUse
+	CodeAddressInUse     = driverapi.CodeAddressInUse
+	CodeEndpointInUse    = driverapi.CodeEndpointInUse
+	CodePoolExhausted    = driverapi.CodePoolExhausted
+	CodeInterfaceExists  = driverapi.CodeInterfaceExists
+	CodePortInUse        = driverapi.CodePortInUse
+	CodeReservationLimit = driverapi.CodeReservationLimit
 )
 
 // newError is a CNI error with a code and a message naming the field.

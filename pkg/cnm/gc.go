@@ -77,13 +77,7 @@ func (c *Controller) collectOrphans(nw *Network, live map[string]bool) error {
 		if err := ipam.ReleaseOrphans(tx, nw.Name, func(owner string) bool { return live[owner] }); err != nil {
 			return err
 		}
-		var dangling []string
-		err := tx.Scan(attachmentPrefix(nw.Name), func(k string, v []byte) error {
-			if _, err := getEndpoint(tx, nw.Name, string(v)); err != nil {
-				dangling = append(dangling, k)
-			}
-			return nil
-		})
+		dangling, err := danglingIndex(tx, nw.Name)
 		if err != nil {
 			return err
 		}

@@ -160,6 +160,13 @@ func attachmentKey(network, containerID, ifName string) string {
 }
 func sandboxKey(key string) string { return "sandboxes/" + url.PathEscape(key) }
 
+// persistentKey indexes a persistent endpoint, so that counting them
+// against the network's cap reads keys, not records.
+func persistentPrefix(network string) string { return "persistent/" + network + "/" }
+func persistentKey(network, name string) string {
+	return persistentPrefix(network) + name
+}
+
 // newID returns a random 128-bit identifier in hex.
 func newID() string {
 	b := make([]byte, 16)
@@ -241,6 +248,9 @@ func putEndpoint(tx store.Tx, ep *Endpoint, before *Attachment) error {
 			return err
 		}
 	}
+	if err := indexPersistent(tx, ep); err != nil {
+		return err
+	}
 	return store.PutJSON(tx, endpointKey(ep.Network, ep.Name), ep)
 }
 
@@ -295,5 +305,57 @@ func deleteEndpointRecord(tx store.Tx, ep *Endpoint) error {
 			return err
 		}
 	}
+	if err := tx.Delete(persistentKey(ep.Network, ep.Name)); err != nil {
+		return err
+	}
 	return tx.Delete(endpointKey(ep.Network, ep.Name))
+}
+
+// indexPersistent keeps the persistent index in step with ep (a rollback
+// may make an endpoint ephemeral again).
+func indexPersistent(tx store.Tx, ep *Endpoint) error {
+	if ep.Persistent {
+		return tx.Put(persistentKey(ep.Network, ep.Name), nil)
+	}
+	return tx.Delete(persistentKey(ep.Network, ep.Name))
+}
+
+// danglingIndex lists the index keys of network whose endpoint record is
+// gone: what a process killed between two writes could leave.
+func danglingIndex(tx store.Tx, network string) ([]string, error) {
+	var dangling []string
+	if err := tx.Scan(attachmentPrefix(network), func(k string, v []byte) error {
+		if _, err := getEndpoint(tx, network, string(v)); err != nil {
+			dangling = append(dangling, k)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	err := tx.Scan(persistentPrefix(network), func(k string, _ []byte) error {
+		if _, err := getEndpoint(tx, network, k[len(persistentPrefix(network)):]); err != nil {
+			dangling = append(dangling, k)
+		}
+		return nil
+	})
+	return dangling, err
+}
+
+// checkPersistentLimit refuses one more persistent endpoint in a network
+// that holds as many as conf allows.
+func checkPersistentLimit(tx store.Tx, conf *NetConf, network string) error {
+	limit := conf.persistentLimit()
+	held := 0
+	if err := tx.Scan(persistentPrefix(network), func(string, []byte) error {
+		held++
+		return nil
+	}); err != nil {
+		return err
+	}
+	if held < limit {
+		return nil
+	}
+	return newError(CodeReservationLimit,
+		"maxPersistentEndpoints: network %s holds %d persistent endpoint(s), its limit; remove unused ones (cnmctl endpoint ls, cnmctl endpoint rm) or raise maxPersistentEndpoints",
+		network, held)
 }

@@ -30,6 +30,9 @@ const (
 	CodeInterfaceExists uint = 103
 	// CodePortInUse: a host port is already published by another endpoint.
 	CodePortInUse uint = 104
+	// CodeReservationLimit: the network holds as many persistent
+	// endpoints as its configuration allows.
+	CodeReservationLimit uint = 105
 )
 
 // Driver manages the networks and endpoints of one network type.

@@ -13,14 +13,25 @@ import (
 // gateway) left out.
 func (c *Config) Capacity() *big.Int {
 	total := new(big.Int)
+	for _, n := range c.SetCapacities() {
+		total.Add(total, n)
+	}
+	return total
+}
+
+// SetCapacities is Capacity for each range set; none for a delegated
+// or absent configuration.
+func (c *Config) SetCapacities() []*big.Int {
 	if c == nil || c.Delegated() {
-		return total
+		return nil
 	}
 	sets, err := compileSets(c.rangeSpecs())
 	if err != nil {
-		return total
+		return nil
 	}
-	for _, s := range sets {
+	out := make([]*big.Int, len(sets))
+	for i, s := range sets {
+		total := new(big.Int)
 		for _, p := range s.pools {
 			n := new(big.Int).Sub(addrInt(p.end), addrInt(p.start))
 			total.Add(total, n.Add(n, big.NewInt(1)))
@@ -30,8 +41,9 @@ func (c *Config) Capacity() *big.Int {
 				total.Sub(total, big.NewInt(1))
 			}
 		}
+		out[i] = total
 	}
-	return total
+	return out
 }
 
 func addrInt(a netip.Addr) *big.Int {
