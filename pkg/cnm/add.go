@@ -73,7 +73,16 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	}
 
 	j := &join{req: req, driver: d, sandbox: sbx}
-	if err := c.reserve(j, id, static); err != nil {
+	err = c.reserve(j, id, static)
+	if needsRoom(err) {
+		// Runtimes that never send GC (containerd 1.6) would otherwise
+		// leave a small network full of expired reservations.
+		if freed, rerr := c.reclaimExpired(ctx, req); rerr == nil && freed > 0 {
+			j = &join{req: req, driver: d, sandbox: sbx}
+			err = c.reserve(j, id, static)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	fault.Point("add:reserved")
@@ -99,6 +108,14 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	}
 	ok = true
 	return c.result(req.Conf, j.ep)
+}
+
+// needsRoom reports whether an ADD failed for want of an address or of
+// room under the persistent-endpoint cap: what reclaiming expired
+// reservations can give.
+func needsRoom(err error) bool {
+	var te *types.Error
+	return errors.Is(err, ipam.ErrPoolExhausted) || errors.As(err, &te) && te.Code == CodeReservationLimit
 }
 
 // releaseStaleJoin leaves an endpoint the request names that is still

@@ -29,14 +29,7 @@ func (c *Controller) GC(ctx context.Context, req *Request) error {
 		if nw, err = getNetwork(tx, req.Conf.Name); err != nil {
 			return err
 		}
-		return tx.Scan(endpointPrefix(nw.Name), func(_ string, v []byte) error {
-			ep := &Endpoint{}
-			if err := json.Unmarshal(v, ep); err != nil {
-				return fmt.Errorf("%w: endpoint record: %v", store.ErrCorrupt, err)
-			}
-			eps = append(eps, ep)
-			return nil
-		})
+		return scanEndpoints(tx, nw.Name, func(ep *Endpoint) { eps = append(eps, ep) })
 	})
 	if nw == nil {
 		return nil // the network was never used here: nothing to collect
@@ -48,7 +41,7 @@ func (c *Controller) GC(ctx context.Context, req *Request) error {
 	live := map[string]bool{}
 	for _, ep := range eps {
 		stale := ep.Sandbox != nil && !valid[types.GCAttachment{ContainerID: ep.Sandbox.ContainerID, IfName: ep.Sandbox.IfName}]
-		expired := ep.Sandbox == nil && (!ep.Persistent || !ep.ExpiresAt.IsZero() && c.now().After(ep.ExpiresAt))
+		expired := c.reclaimable(ep)
 		gone := false
 		switch {
 		case stale:
@@ -67,6 +60,59 @@ func (c *Controller) GC(ctx context.Context, req *Request) error {
 	errs.add(c.collectOrphans(nw, live))
 	errs.add(c.gcDelegated(ctx, req, eps, live))
 	return errs.err(types.ErrInternal, "gc of network "+nw.Name)
+}
+
+// reclaimable reports whether GC would delete ep, which no sandbox
+// holds: an ephemeral endpoint, or a persistent one whose reservation
+// expired.
+func (c *Controller) reclaimable(ep *Endpoint) bool {
+	if ep.Sandbox != nil {
+		return false
+	}
+	return !ep.Persistent || !ep.ExpiresAt.IsZero() && c.now().After(ep.ExpiresAt)
+}
+
+// reclaimExpired deletes the endpoints of the request's network that GC
+// would delete, and returns how many went.
+func (c *Controller) reclaimExpired(ctx context.Context, req *Request) (int, error) {
+	var nw *Network
+	var doomed []*Endpoint
+	err := c.store.View(func(tx store.Tx) error {
+		var err error
+		if nw, err = getNetwork(tx, req.Conf.Name); err != nil {
+			return err
+		}
+		return scanEndpoints(tx, nw.Name, func(ep *Endpoint) {
+			if c.reclaimable(ep) {
+				doomed = append(doomed, ep)
+			}
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	freed := 0
+	var errs errorList
+	for _, ep := range doomed {
+		if err := c.destroy(ctx, req, nw, ep); err != nil {
+			errs.add(err)
+			continue
+		}
+		freed++
+	}
+	return freed, errs.err(types.ErrInternal, "reclaim expired reservations of network "+nw.Name)
+}
+
+// scanEndpoints calls fn with each endpoint record of network.
+func scanEndpoints(tx store.Tx, network string, fn func(*Endpoint)) error {
+	return tx.Scan(endpointPrefix(network), func(_ string, v []byte) error {
+		ep := &Endpoint{}
+		if err := json.Unmarshal(v, ep); err != nil {
+			return fmt.Errorf("%w: endpoint record: %v", store.ErrCorrupt, err)
+		}
+		fn(ep)
+		return nil
+	})
 }
 
 // collectOrphans removes address reservations held by no endpoint and

@@ -31,7 +31,16 @@ func (c *Controller) Status(ctx context.Context, req *Request) error {
 		if ic == nil || ic.Delegated() {
 			return nil
 		}
-		exhausted, which, err := ipam.NewAllocator(tx, req.Conf.Name, ic).Exhausted()
+		// An ADD reclaims expired reservations before it gives up.
+		reclaimable := map[string]bool{}
+		if err := scanEndpoints(tx, req.Conf.Name, func(ep *Endpoint) {
+			if c.reclaimable(ep) {
+				reclaimable[ep.ID] = true
+			}
+		}); err != nil {
+			return err
+		}
+		exhausted, which, err := ipam.NewAllocator(tx, req.Conf.Name, ic).Exhausted(func(owner string) bool { return reclaimable[owner] })
 		if err != nil {
 			return err
 		}

@@ -200,7 +200,7 @@ func (a *Allocator) reserveNext(s *poolSet, owner string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	ip, err := a.findFree(s, cur)
+	ip, err := a.findFree(s, cur, nil)
 	if err != nil {
 		return ip, err
 	}
@@ -231,9 +231,10 @@ func (a *Allocator) cursor(s *poolSet) (netip.Addr, error) {
 }
 
 // findFree walks s once, starting after cursor and wrapping around, and
-// returns the first address that is neither reserved nor held. Addresses
-// handed out in order lie behind the cursor, so the walk is short.
-func (a *Allocator) findFree(s *poolSet, cursor netip.Addr) (netip.Addr, error) {
+// returns the first address that is neither reserved nor held (or held
+// by an owner reclaimable says could be freed). Addresses handed out in
+// order lie behind the cursor, so the walk is short.
+func (a *Allocator) findFree(s *poolSet, cursor netip.Addr, reclaimable func(owner string) bool) (netip.Addr, error) {
 	startPool, startIP := s.after(cursor)
 	i, ip := startPool, startIP
 	for {
@@ -242,7 +243,7 @@ func (a *Allocator) findFree(s *poolSet, cursor netip.Addr) (netip.Addr, error) 
 			if err != nil {
 				return netip.Addr{}, err
 			}
-			if held == "" {
+			if held == "" || reclaimable != nil && reclaimable(held) {
 				return ip, nil
 			}
 		}
@@ -302,8 +303,9 @@ func (a *Allocator) holder(ip netip.Addr) (string, error) {
 }
 
 // Exhausted reports the first range set that has no free address, named
-// by its subnet(s), for CNI STATUS.
-func (a *Allocator) Exhausted() (exhausted bool, which string, err error) {
+// by its subnet(s), for CNI STATUS. Addresses of owners reclaimable says
+// an ADD would free first (nil: none) count as free.
+func (a *Allocator) Exhausted(reclaimable func(owner string) bool) (exhausted bool, which string, err error) {
 	if a.nameErr != nil {
 		return false, "", a.nameErr
 	}
@@ -316,7 +318,7 @@ func (a *Allocator) Exhausted() (exhausted bool, which string, err error) {
 		if err != nil {
 			return false, "", err
 		}
-		_, err = a.findFree(s, cur)
+		_, err = a.findFree(s, cur, reclaimable)
 		switch {
 		case errors.Is(err, ErrPoolExhausted):
 			return true, s.name(), nil

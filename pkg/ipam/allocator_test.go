@@ -82,7 +82,7 @@ func (h *harness) exhausted() (bool, string) {
 	var which string
 	Expect(h.s.View(func(tx store.Tx) error {
 		var err error
-		ex, which, err = ipam.NewAllocator(tx, network, h.cfg).Exhausted()
+		ex, which, err = ipam.NewAllocator(tx, network, h.cfg).Exhausted(nil)
 		return err
 	})).To(Succeed())
 	return ex, which

@@ -68,9 +68,11 @@ func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
 	err := p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
 		return c.Status(ctx, req)
 	})
-	// A store that cannot be opened means no ADD can be served.
+	// A store that cannot be read means no ADD can be served. One that
+	// stayed locked means a busy node, not a broken one: STATUS says
+	// "try again later" (11) like every other verb.
 	var te *types.Error
-	if errors.As(err, &te) && (te.Code == types.ErrIOFailure || te.Code == types.ErrTryAgainLater) {
+	if errors.As(err, &te) && te.Code == types.ErrIOFailure {
 		return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
 	}
 	return err
