@@ -8,7 +8,7 @@ func checkFamily(cur state, n Network, fam family, ports []PortMapping) []string
 	var problems []string
 	prefix := familyPrefix(fam)
 	for _, j := range builtinJumps {
-		if !hasJump(cur.table(j.table), j) {
+		if inFamily(j.target(), fam) && !hasJump(cur.table(j.table), j) {
 			problems = append(problems, prefix+"jump from "+j.table+" "+j.chain+" to "+j.target()+" missing")
 		}
 	}

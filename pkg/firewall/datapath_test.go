@@ -48,7 +48,7 @@ var _ = Describe("data path", func() {
 
 		ctr1NS = bridgedContainer(hostNS, "br-test", "10.55.0.1/24", "10.55.0.2/24")
 		net1 = firewall.Network{Name: "net1", Bridge: "br-test", Subnets: []*net.IPNet{mustNet("10.55.0.0/24")},
-			IPMasq: true, Isolation: true}
+			IPMasq: true, Isolation: true, ICC: true}
 	})
 
 	It("masquerades a container's traffic to the outside, which the DROP policy stops without the rules", func() {
@@ -80,7 +80,7 @@ var _ = Describe("data path", func() {
 	It("isolates two isolated networks from each other, and lets them talk once one is gone", func() {
 		ctr2NS := bridgedContainer(hostNS, "br-test2", "10.56.0.1/24", "10.56.0.2/24")
 		net2 := firewall.Network{Name: "net2", Bridge: "br-test2", Subnets: []*net.IPNet{mustNet("10.56.0.0/24")},
-			IPMasq: true, Isolation: true}
+			IPMasq: true, Isolation: true, ICC: true}
 		serveWhoami(ctr2NS, "0.0.0.0:80")
 		serveWhoami(outsideNS, "192.0.2.2:9000")
 		inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })

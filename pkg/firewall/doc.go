@@ -31,7 +31,10 @@
 //	filter CNM-ISOLATION-2   -o br -j DROP                 per isolated network
 //	filter CNM-FWD-<id>      -o br --ctstate RELATED,ESTABLISHED -j ACCEPT
 //	                         -o br --ctstate DNAT -j ACCEPT
+//	                         -i br -o br -j DROP           (ICC false)
 //	                         -i br -j ACCEPT
+//	filter INPUT       -j CNM-INPUT                        (IPv4; inserted at 1)
+//	filter CNM-INPUT         -i br -d 127.0.0.0/8 ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP   per network
 //	nat PREROUTING     -m addrtype --dst-type LOCAL -j CNM-DNAT (inserted at 1)
 //	nat OUTPUT         -m addrtype --dst-type LOCAL -j CNM-DNAT (inserted at 1)
 //	nat POSTROUTING    -j CNM-POSTROUTING                  (inserted at 1)
@@ -45,9 +48,15 @@
 // <id> is the first 10 hex digits of the SHA-256 of the network name
 // (see NetworkChains). Isolation is Docker's two stages: traffic entering
 // from an isolated bridge and leaving through another bridge is dropped
-// if that bridge is isolated too. The OUTPUT jump includes 127.0.0.0/8,
-// so that a published port answers on localhost; that needs the bridge's
-// route_localnet sysctl, which the bridge driver sets.
+// if that bridge is isolated too. With ICC false, traffic the host
+// routes from a bridge back to it (an endpoint's route to another via
+// the gateway) is dropped, but replies and published ports. The OUTPUT
+// jump includes 127.0.0.0/8, so that a published port answers on
+// localhost; that needs the bridge's route_localnet sysctl, which the
+// bridge driver sets while such a port is published. route_localnet also
+// lets the bridge's containers send to the host's loopback addresses:
+// CNM-INPUT drops that, as kube-proxy's KUBE-FIREWALL does, whoever set
+// the sysctl.
 //
 // The network's own chains are rewritten wholesale. The shared chains
 // hold the rules of many networks: an operation reads them with

@@ -13,7 +13,7 @@ import (
 )
 
 // benchNetwork is a network with its ports, for the benchmarks.
-var benchNetwork = firewall.Network{Name: "bench", Bridge: "brb", IPMasq: true, Isolation: true,
+var benchNetwork = firewall.Network{Name: "bench", Bridge: "brb", IPMasq: true, Isolation: true, ICC: true,
 	Subnets: []*net.IPNet{{IP: net.IPv4(10, 77, 0, 0).To4(), Mask: net.CIDRMask(24, 32)}}}
 
 func benchPorts(n int) []firewall.PortMapping {

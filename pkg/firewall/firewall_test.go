@@ -29,9 +29,9 @@ var _ = Describe("Firewall", func() {
 		hostNS = newTestNS()
 		fw = newFirewall()
 		net1 = firewall.Network{Name: "net1", Bridge: "br1", Subnets: []*net.IPNet{mustNet("10.1.0.0/24")},
-			IPMasq: true, Isolation: true}
+			IPMasq: true, Isolation: true, ICC: true}
 		net2 = firewall.Network{Name: "net2", Bridge: "br2", Subnets: []*net.IPNet{mustNet("10.2.0.0/24")},
-			IPMasq: true, Isolation: true}
+			IPMasq: true, Isolation: true, ICC: true}
 	})
 
 	// do runs op in hostNS and returns how many processes it ran.
@@ -43,17 +43,17 @@ var _ = Describe("Firewall", func() {
 	}
 
 	Describe("EnsureNetwork", func() {
-		It("creates the chains and the four jumps once, and changes nothing when called again", func() {
+		It("creates the chains and the five jumps once, and changes nothing when called again", func() {
 			Expect(do(func() error { return fw.EnsureNetwork(net1) })).To(Equal(2), "one save, one restore")
 			first := saveRules(hostNS, "iptables-save")
 
 			c := firewall.NetworkChains("net1")
 			for _, chain := range []string{firewall.ChainForward, firewall.ChainIsolation1, firewall.ChainIsolation2,
-				firewall.ChainDNAT, firewall.ChainPostrouting, c.Forward, c.DNAT, c.Postrouting} {
+				firewall.ChainInput, firewall.ChainDNAT, firewall.ChainPostrouting, c.Forward, c.DNAT, c.Postrouting} {
 				Expect(first).To(ContainSubstring(":"+chain+" - [0:0]"), chain)
 			}
-			for _, jump := range [][2]string{{"FORWARD", firewall.ChainForward}, {"PREROUTING", firewall.ChainDNAT},
-				{"OUTPUT", firewall.ChainDNAT}, {"POSTROUTING", firewall.ChainPostrouting}} {
+			for _, jump := range [][2]string{{"FORWARD", firewall.ChainForward}, {"INPUT", firewall.ChainInput},
+				{"PREROUTING", firewall.ChainDNAT}, {"OUTPUT", firewall.ChainDNAT}, {"POSTROUTING", firewall.ChainPostrouting}} {
 				Expect(linesContaining(first, "-A "+jump[0]+" ")).To(ConsistOf(ContainSubstring("-j "+jump[1])), jump[0])
 			}
 			Expect(chainRules(first, firewall.ChainForward)[0]).To(HaveSuffix("-j " + firewall.ChainIsolation1))
@@ -95,6 +95,61 @@ var _ = Describe("Firewall", func() {
 			inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
 			Expect(linesContaining(saveRules(hostNS, "iptables-save"), "-A OUTPUT ")).To(HaveLen(1))
 			inNS(hostNS, func() error { return fw.Check(net1, nil) })
+		})
+	})
+
+	Describe("host safety", func() {
+		It("drops what a network's bridge sends to 127.0.0.0/8 but replies and published ports, in CNM-INPUT", func() {
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net2) })
+			rules := saveRules(hostNS, "iptables-save")
+			Expect(linesContaining(rules, "-A INPUT ")).To(ConsistOf(HaveSuffix("-j " + firewall.ChainInput)))
+			guard := func(br string) OmegaMatcher {
+				return And(ContainSubstring("-i "+br+" "), ContainSubstring("-d 127.0.0.0/8"),
+					ContainSubstring("! --ctstate RELATED,ESTABLISHED,DNAT"), HaveSuffix("-j DROP"))
+			}
+			Expect(chainRules(rules, firewall.ChainInput)).To(ConsistOf(
+				And(guard("br1"), ContainSubstring(`"cnm:net1"`)), And(guard("br2"), ContainSubstring(`"cnm:net2"`))))
+			inNS(hostNS, func() error { return fw.Check(net1, nil) })
+
+			runIn(hostNS, "iptables", "-D", firewall.ChainInput, "1")
+			err := errIn(hostNS, func() error { return fw.Check(net1, nil) })
+			Expect(err).To(MatchError("network net1: drop of traffic from br1 to 127.0.0.0/8 missing"))
+			runIn(hostNS, "iptables", "-D", "INPUT", "1")
+			err = errIn(hostNS, func() error { return fw.Check(net2, nil) })
+			Expect(err).To(MatchError("network net2: jump from filter INPUT to CNM-INPUT missing"))
+
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
+			inNS(hostNS, func() error { return fw.Check(net1, nil) })
+			inNS(hostNS, func() error { return fw.Check(net2, nil) })
+
+			inNS(hostNS, func() error { return fw.RemoveNetwork(net1) })
+			rules = saveRules(hostNS, "iptables-save")
+			Expect(chainRules(rules, firewall.ChainInput)).To(ConsistOf(guard("br2")))
+			Expect(linesContaining(rules, "-A INPUT ")).To(HaveLen(1), "the shared jump stays")
+		})
+
+		It("with ICC false drops forwarding from the bridge back to it after the reply and DNAT accepts", func() {
+			c := firewall.NetworkChains("net1")
+			net1.ICC = false
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
+			Expect(chainRules(saveRules(hostNS, "iptables-save"), c.Forward)).To(HaveExactElements(
+				ContainSubstring("-o br1 -m conntrack --ctstate RELATED,ESTABLISHED"),
+				ContainSubstring("-o br1 -m conntrack --ctstate DNAT"),
+				And(ContainSubstring("-i br1 -o br1"), HaveSuffix("-j DROP")),
+				And(ContainSubstring("-i br1 -m comment"), HaveSuffix("-j ACCEPT")),
+			))
+			inNS(hostNS, func() error { return fw.Check(net1, nil) })
+
+			iccOn := net1
+			iccOn.ICC = true
+			err := errIn(hostNS, func() error { return fw.Check(iccOn, nil) })
+			Expect(err).To(MatchError(And(ContainSubstring("unexpected rule: -A "+c.Forward), ContainSubstring("-j DROP"))))
+
+			inNS(hostNS, func() error { return fw.EnsureNetwork(iccOn) })
+			Expect(chainRules(saveRules(hostNS, "iptables-save"), c.Forward)).To(HaveLen(3))
+			err = errIn(hostNS, func() error { return fw.Check(net1, nil) })
+			Expect(err).To(MatchError("network net1: drop of traffic between the endpoints of br1 (enableICC false) missing"))
 		})
 	})
 
@@ -226,7 +281,7 @@ var _ = Describe("Firewall", func() {
 		})
 
 		It("writes the ip6tables side of a dual-stack network", func() {
-			dual := firewall.Network{Name: "dual", Bridge: "brd", IPMasq: true, Isolation: true,
+			dual := firewall.Network{Name: "dual", Bridge: "brd", IPMasq: true, Isolation: true, ICC: true,
 				Subnets: []*net.IPNet{mustNet("10.3.0.0/24"), mustNet("fd00:3::/64")}}
 			ports := []firewall.PortMapping{
 				tcp(8080, "10.3.0.5", 80),
@@ -243,6 +298,8 @@ var _ = Describe("Firewall", func() {
 			v6 := saveRules(hostNS, "ip6tables-save")
 			v4 := saveRules(hostNS, "iptables-save")
 			Expect(linesContaining(v6, "-A FORWARD ", "-A PREROUTING ", "-A OUTPUT ", "-A POSTROUTING ")).To(HaveLen(4))
+			Expect(v6).NotTo(ContainSubstring(firewall.ChainInput), "::1 is never routed from a bridge")
+			Expect(chainRules(v4, firewall.ChainInput)).To(ConsistOf(ContainSubstring("-i brd ")))
 			Expect(chainRules(v6, c.DNAT)).To(ConsistOf(
 				ContainSubstring("--to-destination [fd00:3::5]:80"),
 				And(ContainSubstring("-d fd00:ff::1/128"), ContainSubstring("--to-destination [fd00:3::5]:5353")),
@@ -256,6 +313,14 @@ var _ = Describe("Firewall", func() {
 			Expect(v6).NotTo(ContainSubstring("127.0.0.0/8"))
 			Expect(chainRules(v4, c.DNAT)).To(ConsistOf(ContainSubstring("--to-destination 10.3.0.5:80")))
 			Expect(v4).NotTo(ContainSubstring("fd00"))
+
+			dual.ICC = false
+			Expect(do(func() error { return fw.EnsureNetwork(dual) })).To(Equal(4), "the forward chain changes in both families")
+			for _, bin := range []string{"iptables-save", "ip6tables-save"} {
+				Expect(chainRules(saveRules(hostNS, bin), c.Forward)).To(ContainElement(
+					And(ContainSubstring("-i brd -o brd"), HaveSuffix("-j DROP"))), bin)
+			}
+			Expect(do(func() error { return fw.Check(dual, ports) })).To(Equal(2))
 
 			Expect(do(func() error { return fw.RemoveNetwork(dual) })).To(Equal(4))
 			for _, rules := range []string{saveRules(hostNS, "ip6tables-save"), saveRules(hostNS, "iptables-save")} {

@@ -25,6 +25,11 @@ type Network struct {
 	// Isolation drops forwarded traffic between this bridge and the
 	// bridges of the other networks that have Isolation set.
 	Isolation bool
+	// ICC lets the network's endpoints reach each other through the host
+	// (a route via the gateway). Without it, traffic the host would
+	// forward from the bridge back to it is dropped, but for replies and
+	// published ports: bridge port isolation stops only the direct path.
+	ICC bool
 }
 
 // PortMapping publishes a container port on the host.

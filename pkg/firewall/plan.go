@@ -199,9 +199,9 @@ func ownedBy(n Network) func(savedRule) bool {
 // ensureBuiltinJumps inserts the jumps from built-in chains that are
 // missing, recognised by their target whatever else they match, so that
 // a jump is never inserted twice.
-func ensureBuiltinJumps(p *plan, cur state) {
+func ensureBuiltinJumps(p *plan, cur state, fam family) {
 	for _, j := range builtinJumps {
-		if hasJump(cur.table(j.table), j) {
+		if !inFamily(j.target(), fam) || hasJump(cur.table(j.table), j) {
 			continue
 		}
 		p.table(j.table).inserts = append(p.table(j.table).inserts,
@@ -234,6 +234,9 @@ func planEnsure(cur state, n Network, fam family) *plan {
 	owned := ownedBy(n)
 	for _, tname := range tables {
 		for _, chain := range sharedChains[tname] {
+			if !inFamily(chain, fam) {
+				continue
+			}
 			var head []rule
 			if chain == ChainForward {
 				head = []rule{isolationHead}
@@ -241,7 +244,7 @@ func planEnsure(cur state, n Network, fam family) *plan {
 			syncSharedChain(p.table(tname), cur.table(tname), chain, head, owned, want.shared[chain], true)
 		}
 	}
-	ensureBuiltinJumps(p, cur)
+	ensureBuiltinJumps(p, cur, fam)
 	return p
 }
 

@@ -10,6 +10,7 @@ import (
 // every network.
 const (
 	ChainForward     = "CNM-FORWARD"     // filter, jumped to from FORWARD
+	ChainInput       = "CNM-INPUT"       // filter, jumped to from INPUT; IPv4 only
 	ChainIsolation1  = "CNM-ISOLATION-1" // filter, first rule of CNM-FORWARD
 	ChainIsolation2  = "CNM-ISOLATION-2" // filter, jumped to from CNM-ISOLATION-1
 	ChainDNAT        = "CNM-DNAT"        // nat, jumped to from PREROUTING and OUTPUT
@@ -54,13 +55,21 @@ func (j builtinJump) target() string { return j.spec[len(j.spec)-1] }
 // builtinJumps are the only rules this project puts into chains it does
 // not own, each inserted once at the top. OUTPUT matches local
 // destinations including 127.0.0.1, so that published ports answer on
-// localhost (the bridge enables route_localnet for that).
+// localhost (the bridge driver enables route_localnet for that while such
+// a port is published); INPUT guards the loopback addresses that this
+// opens to the bridges.
 var builtinJumps = []builtinJump{
 	{"filter", "FORWARD", withComment(sharedComment, "-j", ChainForward)},
+	{"filter", "INPUT", withComment(sharedComment, "-j", ChainInput)},
 	{"nat", "PREROUTING", withComment(sharedComment, "-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainDNAT)},
 	{"nat", "OUTPUT", withComment(sharedComment, "-m", "addrtype", "--dst-type", "LOCAL", "-j", ChainDNAT)},
 	{"nat", "POSTROUTING", withComment(sharedComment, "-j", ChainPostrouting)},
 }
+
+// inFamily reports whether a shared chain, and the jump to it, exist in
+// family fam. CNM-INPUT guards 127.0.0.0/8: IPv6 never routes ::1 from
+// another interface than lo, whatever the sysctls say.
+func inFamily(chain string, fam family) bool { return chain != ChainInput || fam == ipv4 }
 
 // isolationHead is the first rule of CNM-FORWARD: isolation is decided
 // before any network's chain can accept the packet.
@@ -141,9 +150,15 @@ func rulesFor(n Network, fam family) networkRules {
 			prefix + "accept of replies forwarded to " + br},
 		{c.Forward, withComment(cm, "-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"),
 			prefix + "accept of published-port traffic forwarded to " + br},
-		{c.Forward, withComment(cm, "-i", br, "-j", "ACCEPT"),
-			prefix + "accept of traffic forwarded from " + br},
 	}
+	if !n.ICC {
+		// After the accepts above, so that replies and routed traffic to
+		// published ports (a container's own included) still pass.
+		r.forward = append(r.forward, rule{c.Forward, withComment(cm, "-i", br, "-o", br, "-j", "DROP"),
+			prefix + "drop of traffic between the endpoints of " + br + " (enableICC false)"})
+	}
+	r.forward = append(r.forward, rule{c.Forward, withComment(cm, "-i", br, "-j", "ACCEPT"),
+		prefix + "accept of traffic forwarded from " + br})
 
 	for _, s := range n.subnetsOf(fam) {
 		if n.IPMasq {
@@ -163,6 +178,14 @@ func rulesFor(n Network, fam family) networkRules {
 		r.postrouting = append(r.postrouting, rule{c.Postrouting,
 			withComment(cm, "-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"),
 			"masquerade of localhost traffic to " + br})
+		// With route_localnet on the bridge, a container that sends to
+		// 127.0.0.1 through the gateway reaches the host's loopback
+		// services (CVE-2020-8558). Only the replies to the host's own
+		// connections to a published port may come in that way.
+		r.shared[ChainInput] = []rule{{ChainInput,
+			withComment(cm, "-i", br, "-d", "127.0.0.0/8",
+				"-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"),
+			"drop of traffic from " + br + " to 127.0.0.0/8"}}
 	}
 
 	r.shared[ChainForward] = []rule{{ChainForward, withComment(cm, "-j", c.Forward),
@@ -187,7 +210,7 @@ func rulesFor(n Network, fam family) networkRules {
 // sharedChains lists the shared chains of each table, in the order they
 // are written.
 var sharedChains = map[string][]string{
-	"filter": {ChainForward, ChainIsolation1, ChainIsolation2},
+	"filter": {ChainForward, ChainIsolation1, ChainIsolation2, ChainInput},
 	"nat":    {ChainDNAT, ChainPostrouting},
 }
 

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -145,16 +144,10 @@ var _ = Describe("cnmctl", func() {
 		var nw struct{ Host map[string]any }
 		w.cnmctlJSON(&nw, "network", "inspect", "ops")
 		bridgeName := nw.Host["bridge"].(string)
-		// An orphan veth on the bridge and an orphan DNAT rule of a gone endpoint.
+		// An orphan veth of cnmnet's on the bridge and an orphan DNAT rule
+		// of a gone endpoint.
+		orphan := w.plugOrphanVeth(bridgeName, "deadbeef0123456789abcdef01234567")
 		Expect(w.hostNS.Do(func(ns.NetNS) error {
-			br, err := netlink.LinkByName(bridgeName)
-			if err != nil {
-				return err
-			}
-			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vethorphan0", MasterIndex: br.Attrs().Index}, PeerName: "vethorphan1"}
-			if err := netlink.LinkAdd(veth); err != nil {
-				return err
-			}
 			chain := firewall.NetworkChains("ops").DNAT
 			rule := []string{"-t", "nat", "-A", chain, "-p", "tcp", "--dport", "9999", "-m", "comment", "--comment", "cnm:ops/deadbeef",
 				"-j", "DNAT", "--to-destination", "10.82.0.99:80"}
@@ -171,13 +164,14 @@ var _ = Describe("cnmctl", func() {
 		Expect(code).To(Equal(3))
 		Expect(json.Unmarshal([]byte(out), &found)).To(Succeed())
 		Expect(found).To(ConsistOf(
-			And(HaveKeyWithValue("kind", "link"), HaveKeyWithValue("object", "vethorphan0")),
+			And(HaveKeyWithValue("kind", "link"), HaveKeyWithValue("object", orphan)),
 			And(HaveKeyWithValue("kind", "rule"), HaveKeyWithValue("object", "deadbeef")),
 		))
 
 		out, _, code = w.cnmctl("check", "--repair")
 		Expect(code).To(BeZero(), out)
-		Expect(w.hostLinks("vethorphan")).To(BeEmpty())
+		Expect(w.hostLinks(orphan)).To(BeEmpty())
+		Expect(w.hostLinks("orphanpeer")).To(BeEmpty())
 		rules := w.iptablesSave()
 		Expect(rules).NotTo(ContainSubstring("--dport 9999"))
 		Expect(rules).To(ContainSubstring("--dport 8085"), "the live endpoint's rule stays")

@@ -39,9 +39,10 @@ type firewaller interface {
 }
 
 var (
-	_ driverapi.Driver         = (*Driver)(nil)
-	_ driverapi.Checker        = (*Driver)(nil)
-	_ driverapi.StatusReporter = (*Driver)(nil)
+	_ driverapi.Driver          = (*Driver)(nil)
+	_ driverapi.Checker         = (*Driver)(nil)
+	_ driverapi.StatusReporter  = (*Driver)(nil)
+	_ driverapi.ConfigValidator = (*Driver)(nil)
 )
 
 // Register registers the bridge driver with r.
@@ -80,12 +81,20 @@ type network struct {
 	Hairpin         bool     `json:"hairpin"`
 	Promisc         bool     `json:"promisc"`
 	HostBindingIPv4 string   `json:"hostBindingIPv4,omitempty"`
+	// Origin is originCreated or originAdopted; "" in a record written
+	// before ownership was tracked. Whether the bridge is deleted goes by
+	// its alias all the same (see releaseBridge).
+	Origin string `json:"origin,omitempty"`
+	// AddedAddrs are the gateway addresses cnmnet put on an adopted
+	// bridge: the only ones it removes from it. Those the bridge had
+	// before are its owner's.
+	AddedAddrs []string `json:"addedAddrs,omitempty"`
 }
 
 func networkKey(nid string) string { return "networks/" + nid }
 
 func (n *network) firewallNetwork() firewall.Network {
-	fn := firewall.Network{Name: n.Name, Bridge: n.Bridge, IPMasq: n.IPMasq, Isolation: n.Isolation}
+	fn := firewall.Network{Name: n.Name, Bridge: n.Bridge, IPMasq: n.IPMasq, Isolation: n.Isolation, ICC: n.ICC}
 	for _, s := range n.Subnets {
 		if _, sn, err := net.ParseCIDR(s); err == nil {
 			fn.Subnets = append(fn.Subnets, sn)
@@ -101,6 +110,13 @@ func (n *network) hasIPv6() bool {
 		}
 	}
 	return false
+}
+
+func (d *Driver) putNetwork(n *network) error {
+	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, networkKey(n.ID), n) }); err != nil {
+		return fmt.Errorf("record bridge network %s: %w", n.Name, err)
+	}
+	return nil
 }
 
 func (d *Driver) network(nid string) (*network, error) {
@@ -121,58 +137,65 @@ func defaultBridgeName(network string) string {
 
 // CreateNetwork implements driverapi.Driver: the bridge, its gateway
 // addresses, forwarding, and the network's firewall rules. It is
-// idempotent, and a failure leaves nothing it created behind.
+// idempotent, and a failure leaves nothing it created behind; a bridge
+// that existed before is used, never deleted.
 func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) error {
 	n, err := d.planNetwork(nid, info)
 	if err != nil {
 		return err
 	}
-	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, networkKey(nid), n) }); err != nil {
-		return fmt.Errorf("record bridge network %s: %w", n.Name, err)
+	// An earlier call that did not finish may have added addresses to an
+	// adopted bridge: they are still cnmnet's to remove.
+	if prev, err := d.network(nid); err == nil && prev.Bridge == n.Bridge {
+		n.AddedAddrs = prev.AddedAddrs
 	}
-	created, err := d.setUpHost(n)
-	if err != nil {
-		// Undo, best effort: the network is not ready, so nothing uses it.
+	if err := d.putNetwork(n); err != nil {
+		return err
+	}
+	if err := d.setUpHost(n); err != nil {
+		// Undo, best effort: the network is not ready, so nothing uses
+		// it. As in DeleteNetwork, only what cnmnet made goes.
 		if fw, ferr := d.firewall(); ferr == nil {
 			_ = fw.RemoveNetwork(n.firewallNetwork())
 		}
-		if created {
-			_ = deleteLink(n.Bridge)
-		}
+		_ = releaseBridge(n)
 		_ = d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
 		return err
 	}
 	return nil
 }
 
-// setUpHost makes the network's bridge, forwarding and firewall rules,
-// idempotently; created says whether it made the bridge.
-func (d *Driver) setUpHost(n *network) (created bool, err error) {
-	if created, err = ensureBridge(n); err != nil {
-		return created, err
+// setUpHost makes or adopts the network's bridge and records which, then
+// makes forwarding and the firewall rules, idempotently.
+func (d *Driver) setUpHost(n *network) error {
+	err := ensureBridge(n)
+	// Recorded even on failure: addresses added to an adopted bridge
+	// before the failure are cnmnet's to remove.
+	if perr := d.putNetwork(n); err == nil {
+		err = perr
+	}
+	if err != nil {
+		return err
 	}
 	fault.Point("bridge:bridged")
 	if err := enableForwarding(n); err != nil {
-		return created, err
+		return err
 	}
 	fw, err := d.firewall()
 	if err != nil {
-		return created, err
+		return err
 	}
 	if err := fw.EnsureNetwork(n.firewallNetwork()); err != nil {
-		return created, fmt.Errorf("firewall of network %s: %w", n.Name, err)
+		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
 	}
-	return created, nil
+	return nil
 }
 
 // planNetwork validates the configuration against the host and the other
 // bridge networks, and returns the network to make.
 func (d *Driver) planNetwork(nid string, info driverapi.NetworkInfo) (*network, error) {
-	c, err := parseConf(info.Config)
+	c, err := parseConfValid(info.Config)
 	if err != nil {
-		return nil, err
-	}
-	if err := c.validateNetwork(); err != nil {
 		return nil, err
 	}
 	if len(info.Pools) == 0 {
@@ -181,7 +204,7 @@ func (d *Driver) planNetwork(nid string, info driverapi.NetworkInfo) (*network, 
 	n := &network{
 		ID:              nid,
 		Name:            info.Name,
-		Bridge:          c.Bridge,
+		Bridge:          defaultBridgeName(info.Name),
 		MTU:             c.MTU,
 		IsGateway:       orDefault(c.IsGateway, true),
 		IPMasq:          orDefault(c.IPMasq, true),
@@ -191,8 +214,8 @@ func (d *Driver) planNetwork(nid string, info driverapi.NetworkInfo) (*network, 
 		Promisc:         c.PromiscMode,
 		HostBindingIPv4: c.HostBindingIPv4,
 	}
-	if n.Bridge == "" {
-		n.Bridge = defaultBridgeName(info.Name)
+	if c.Bridge != nil {
+		n.Bridge = *c.Bridge
 	}
 	for _, p := range info.Pools {
 		n.Subnets = append(n.Subnets, p.Subnet.String())
@@ -264,18 +287,20 @@ func defaultRouteMTU() int {
 
 // repairNetwork brings back a network's bridge, and with it the
 // network's rules, when someone deleted the bridge by hand: the network
-// is still in the store, so the core will not create it again.
+// is still in the store, so the core will not create it again. The
+// bridge it makes is cnmnet's, even if the one deleted was adopted.
 func (d *Driver) repairNetwork(n *network) error {
 	if _, err := netlink.LinkByName(n.Bridge); err == nil {
 		return nil
 	}
-	if _, err := d.setUpHost(n); err != nil {
+	if err := d.setUpHost(n); err != nil {
 		return err
 	}
 	return d.syncPorts(n)
 }
 
-// DeleteNetwork implements driverapi.Driver.
+// DeleteNetwork implements driverapi.Driver: the firewall chains, and
+// the bridge if cnmnet made it, else the addresses cnmnet added to it.
 func (d *Driver) DeleteNetwork(nid string) error {
 	n, err := d.network(nid)
 	if errors.Is(err, store.ErrNotFound) {
@@ -291,10 +316,17 @@ func (d *Driver) DeleteNetwork(nid string) error {
 	if err := fw.RemoveNetwork(n.firewallNetwork()); err != nil {
 		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
 	}
-	if err := deleteLink(n.Bridge); err != nil {
+	if err := releaseBridge(n); err != nil {
 		return err
 	}
 	return d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
+}
+
+// ValidateConfig implements driverapi.ConfigValidator: the keys that
+// shape a network, checked before the core records or touches anything.
+func (d *Driver) ValidateConfig(config []byte) error {
+	_, err := parseConfValid(config)
+	return err
 }
 
 // Status implements driverapi.StatusReporter: the bridge driver cannot

@@ -11,15 +11,15 @@ import (
 
 // netConf holds the bridge driver's keys of a network configuration.
 type netConf struct {
-	Bridge          string `json:"bridge,omitempty"`
-	MTU             int    `json:"mtu,omitempty"`
-	IsGateway       *bool  `json:"isGateway,omitempty"`
-	IPMasq          *bool  `json:"ipMasq,omitempty"`
-	Isolation       *bool  `json:"isolation,omitempty"`
-	EnableICC       *bool  `json:"enableICC,omitempty"`
-	HairpinMode     bool   `json:"hairpinMode,omitempty"`
-	PromiscMode     bool   `json:"promiscMode,omitempty"`
-	HostBindingIPv4 string `json:"hostBindingIPv4,omitempty"`
+	Bridge          *string `json:"bridge,omitempty"` // nil: the default name
+	MTU             int     `json:"mtu,omitempty"`
+	IsGateway       *bool   `json:"isGateway,omitempty"`
+	IPMasq          *bool   `json:"ipMasq,omitempty"`
+	Isolation       *bool   `json:"isolation,omitempty"`
+	EnableICC       *bool   `json:"enableICC,omitempty"`
+	HairpinMode     bool    `json:"hairpinMode,omitempty"`
+	PromiscMode     bool    `json:"promiscMode,omitempty"`
+	HostBindingIPv4 string  `json:"hostBindingIPv4,omitempty"`
 
 	RuntimeConfig struct {
 		PortMappings []portMapping `json:"portMappings,omitempty"`
@@ -53,10 +53,23 @@ func orDefault(b *bool, def bool) bool {
 	return *b
 }
 
+// parseConfValid parses the driver's keys and validates those that
+// shape a network.
+func parseConfValid(raw []byte) (*netConf, error) {
+	c, err := parseConf(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validateNetwork(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // validateNetwork checks the keys that shape a network.
 func (c *netConf) validateNetwork() error {
-	if c.Bridge != "" {
-		if err := validLinkName(c.Bridge); err != nil {
+	if c.Bridge != nil {
+		if err := validLinkName(*c.Bridge); err != nil {
 			return invalid("bridge: %v", err)
 		}
 	}
@@ -72,20 +85,32 @@ func (c *netConf) validateNetwork() error {
 	return nil
 }
 
-// validLinkName accepts a Linux interface name.
+// validLinkName accepts the names cnmnet gives links on the host: 1 to
+// 15 bytes (IFNAMSIZ less the NUL) of ASCII letters, digits, '-', '_'
+// and '.', not starting with '-' or '.'. It is an allow-list because a
+// name reaches the kernel, sysctl paths and iptables-restore, which would
+// read quotes, '#', whitespace, a leading '-' or '!' or a trailing '+'
+// as syntax rather than as part of the name.
 func validLinkName(name string) error {
-	if len(name) > 15 {
-		return fmt.Errorf("%q is longer than 15 characters", name)
-	}
-	if name == "." || name == ".." || name == "" {
-		return fmt.Errorf("%q is not an interface name", name)
+	const allowed = "letters, digits, '-', '_' and '.', not starting with '-' or '.'"
+	switch {
+	case name == "":
+		return fmt.Errorf("an empty name is not an interface name; leave the key out for the default")
+	case len(name) > 15:
+		return fmt.Errorf("%q is longer than 15 bytes", name)
+	case name[0] == '-' || name[0] == '.':
+		return fmt.Errorf("%q starts with %q; allowed: %s", name, name[0], allowed)
 	}
 	for _, r := range name {
-		if r <= ' ' || r > '~' || r == '/' || r == ':' {
-			return fmt.Errorf("%q: character %q not allowed", name, r)
+		if !isLinkNameRune(r) {
+			return fmt.Errorf("%q: %q is not allowed; allowed: %s", name, r, allowed)
 		}
 	}
 	return nil
+}
+
+func isLinkNameRune(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.'
 }
 
 // publishedPort is a port mapping resolved for one container address.
@@ -98,8 +123,10 @@ type publishedPort struct {
 }
 
 // resolvePorts validates the requested mappings and binds each to the
-// endpoint's address of the host IP's family (both families when the
-// host IP is unspecified).
+// endpoint's addresses. A host IP publishes in its own family only
+// ("0.0.0.0" every IPv4 host address, "::" every IPv6 one); no host IP
+// publishes in every family the endpoint has an address in, IPv4 on the
+// network's defaultHostIPv4 when it has one.
 func resolvePorts(req []portMapping, defaultHostIPv4 string, addrs []*net.IPNet) ([]publishedPort, error) {
 	var out []publishedPort
 	for i, m := range req {
@@ -117,34 +144,52 @@ func resolvePorts(req []portMapping, defaultHostIPv4 string, addrs []*net.IPNet)
 		if m.ContainerPort < 1 || m.ContainerPort > 65535 {
 			return nil, invalid("%s.containerPort: %d is outside 1..65535", field, m.ContainerPort)
 		}
-		hostIP := m.HostIP
-		if hostIP == "" {
-			hostIP = defaultHostIPv4
-		}
 		var hip net.IP
-		if hostIP != "" {
-			if hip = net.ParseIP(hostIP); hip == nil {
+		if m.HostIP != "" {
+			if hip = net.ParseIP(m.HostIP); hip == nil {
 				return nil, invalid("%s.hostIP: %q is not an IP address", field, m.HostIP)
 			}
 		}
 		bound := false
 		for _, a := range addrs {
-			v4 := a.IP.To4() != nil
-			if hip != nil && !hip.IsUnspecified() && (hip.To4() != nil) != v4 {
+			host, ok := hostIPFor(hip, defaultHostIPv4, a.IP)
+			if !ok {
 				continue
 			}
-			p := publishedPort{Protocol: proto, HostPort: m.HostPort, ContainerIP: a.IP.String(), ContainerPort: m.ContainerPort}
-			if hip != nil && !hip.IsUnspecified() {
-				p.HostIP = hip.String()
-			}
-			out = append(out, p)
+			out = append(out, publishedPort{Protocol: proto, HostIP: host, HostPort: m.HostPort,
+				ContainerIP: a.IP.String(), ContainerPort: m.ContainerPort})
 			bound = true
 		}
-		if !bound {
-			return nil, invalid("%s.hostIP: the endpoint has no address of the family of %s", field, hostIP)
+		switch {
+		case !bound && hip == nil:
+			return nil, invalid("%s: the endpoint has no address to publish", field)
+		case !bound:
+			return nil, invalid("%s.hostIP: the endpoint has no address of the family of %s", field, m.HostIP)
 		}
 	}
 	return out, nil
+}
+
+// hostIPFor returns the host address on which a mapping with host IP hip
+// (nil: none given) publishes the container address ctr, "" for every
+// host address of ctr's family; ok is false when hip is of the other
+// family. The network's default host IP applies to IPv4 only.
+func hostIPFor(hip net.IP, defaultHostIPv4 string, ctr net.IP) (host string, ok bool) {
+	v4 := ctr.To4() != nil
+	if hip == nil {
+		if !v4 || defaultHostIPv4 == "" {
+			return "", true
+		}
+		// Validated as IPv4 when the network was made.
+		hip = net.ParseIP(defaultHostIPv4)
+	}
+	if (hip.To4() != nil) != v4 {
+		return "", false
+	}
+	if hip.IsUnspecified() {
+		return "", true
+	}
+	return hip.String(), true
 }
 
 // family is "4" or "6" for an address.

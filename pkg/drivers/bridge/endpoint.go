@@ -243,7 +243,8 @@ func (d *Driver) releasePorts(n *network, eid string) error {
 
 // syncPorts makes the network's DNAT rules exactly the published ports
 // of its endpoints, but those of the endpoints left out, in one firewall
-// operation.
+// operation, and the bridge's route_localnet on exactly while one of them
+// is reachable on 127.0.0.1: switched on before the rules, off after.
 func (d *Driver) syncPorts(n *network, leftOut ...string) error {
 	mappings, err := d.networkPorts(n.ID, leftOut)
 	if err != nil {
@@ -253,10 +254,35 @@ func (d *Driver) syncPorts(n *network, leftOut ...string) error {
 	if err != nil {
 		return err
 	}
+	localnet := onLoopback(mappings)
+	if localnet {
+		if err := setRouteLocalnet(n.Bridge, true); err != nil {
+			return err
+		}
+	}
 	if err := fw.SetPorts(n.firewallNetwork(), mappings); err != nil {
 		return fmt.Errorf("publish ports of network %s: %w", n.Name, err)
 	}
+	// An adopted bridge's route_localnet may be its owner's: cnmnet
+	// turns it on when needed but never off (CNM-INPUT still guards it).
+	if !localnet && n.Origin != originAdopted {
+		return setRouteLocalnet(n.Bridge, false)
+	}
 	return nil
+}
+
+// onLoopback reports whether a mapping publishes an IPv4 port on the
+// host's 127.0.0.0/8: bound to every address, or to a loopback one.
+func onLoopback(mappings []firewall.PortMapping) bool {
+	for _, m := range mappings {
+		if m.ContainerIP.To4() == nil {
+			continue
+		}
+		if m.HostIP == nil || m.HostIP.IsUnspecified() || m.HostIP.IsLoopback() {
+			return true
+		}
+	}
+	return false
 }
 
 // networkPorts lists the published ports of the endpoints of network nid
@@ -332,7 +358,9 @@ func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
 	if veth.Attrs().MasterIndex != br.Attrs().Index {
 		return fmt.Errorf("host veth %s is not on bridge %s", host, n.Bridge)
 	}
-	p, err := d.ports(eid)
+	// The network's port chain holds every endpoint's ports: checked
+	// against the endpoint's alone, a neighbour's would be unexpected.
+	mappings, err := d.networkPorts(nid, nil)
 	if err != nil {
 		return err
 	}
@@ -340,5 +368,5 @@ func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
 	if err != nil {
 		return err
 	}
-	return fw.Check(n.firewallNetwork(), firewallPorts(p))
+	return fw.Check(n.firewallNetwork(), mappings)
 }

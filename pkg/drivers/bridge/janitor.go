@@ -23,14 +23,21 @@ func (d *Driver) NetworkOperInfo(nid string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	owned := false
+	if br, err := netlink.LinkByName(n.Bridge); err == nil {
+		owned = ownedBy(br, nid)
+	}
 	return map[string]any{
 		"bridge": n.Bridge, "mtu": n.MTU, "ipMasq": n.IPMasq, "isolation": n.Isolation, "enableICC": n.ICC,
+		// Whether network rm deletes the bridge (see releaseBridge).
+		"bridgeOwned": owned,
 	}, nil
 }
 
-// Orphans implements driverapi.Janitor: veths on the network's bridge,
-// published-port rules and host-port reservations of endpoints that are
-// not in eids.
+// Orphans implements driverapi.Janitor: host veths cnmnet made on the
+// network's bridge, published-port rules and host-port reservations of
+// endpoints that are not in eids. Any other port of the bridge is not
+// cnmnet's, and never listed.
 func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) {
 	n, err := d.network(nid)
 	if errors.Is(err, store.ErrNotFound) {
@@ -47,12 +54,12 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 		owned[host] = true
 	}
 	var out []driverapi.Orphan
-	links, err := bridgePorts(n.Bridge)
+	links, err := ownedPorts(n.Bridge)
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range links {
-		if !owned[name] {
+	for _, l := range links {
+		if name := l.Attrs().Name; !owned[name] {
 			out = append(out, driverapi.Orphan{Kind: "link", Name: name})
 		}
 	}
@@ -81,8 +88,9 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 	return out, nil
 }
 
-// bridgePorts lists the names of the links plugged into the bridge.
-func bridgePorts(bridge string) ([]string, error) {
+// ownedPorts lists the host veths cnmnet made that are plugged into the
+// bridge (see ownedHostVeth).
+func ownedPorts(bridge string) ([]netlink.Link, error) {
 	br, err := netlink.LinkByName(bridge)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
 		return nil, nil
@@ -94,13 +102,32 @@ func bridgePorts(bridge string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	var names []string
+	var ports []netlink.Link
 	for _, l := range links {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
-			names = append(names, l.Attrs().Name)
+		if l.Attrs().MasterIndex == br.Attrs().Index && ownedHostVeth(l) {
+			ports = append(ports, l)
 		}
 	}
-	return names, nil
+	return ports, nil
+}
+
+// removeOrphanLink deletes a host veth Orphans listed, after checking
+// again that it is cnmnet's and on the bridge: the list may be stale, and
+// a foreign link is never deleted.
+func removeOrphanLink(bridge, name string) error {
+	links, err := ownedPorts(bridge)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.Attrs().Name == name {
+			return deleteLink(name)
+		}
+	}
+	if _, err := netlink.LinkByName(name); err == nil {
+		return fmt.Errorf("%s is not a host veth of cnmnet on bridge %s; left alone", name, bridge)
+	}
+	return nil // gone already
 }
 
 // portOwners maps the driver's records that hold host ports for network
@@ -134,7 +161,7 @@ func (d *Driver) portOwners(nid string) (map[string]string, error) {
 	return owners, err
 }
 
-// RemoveOrphans implements driverapi.Janitor. Orphan links are deleted,
+// RemoveOrphans implements driverapi.Janitor. Orphan host veths are deleted,
 // orphan records dropped, and the network's port rules rewritten from
 // what is left, which removes orphan rules.
 func (d *Driver) RemoveOrphans(nid string, orphans []driverapi.Orphan) error {
@@ -147,7 +174,7 @@ func (d *Driver) RemoveOrphans(nid string, orphans []driverapi.Orphan) error {
 	for _, o := range orphans {
 		switch o.Kind {
 		case "link":
-			errs = append(errs, deleteLink(o.Name))
+			errs = append(errs, removeOrphanLink(n.Bridge, o.Name))
 		case "port":
 			errs = append(errs, d.store.Update(func(tx store.Tx) error { return tx.Delete(o.Name) }))
 			rules = true

@@ -12,69 +12,89 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ensureBridge makes the network's bridge (or adopts an existing one),
-// with its MTU, gateway addresses and state; created says whether this
-// call made it.
-func ensureBridge(n *network) (created bool, err error) {
+// ensureBridge makes the network's bridge, marked as the network's, or
+// adopts a bridge that exists already, and sets its MTU, gateway
+// addresses and state. It records in n whether the bridge is cnmnet's
+// and which addresses cnmnet added to an adopted one, for releaseBridge.
+func ensureBridge(n *network) error {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, TxQLen: -1}}
-	err = netlink.LinkAdd(br)
-	switch {
-	case err == nil:
-		created = true
-	case errors.Is(err, unix.EEXIST):
-	default:
-		return false, fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+	err := netlink.LinkAdd(br)
+	created := err == nil
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 	}
 	link, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
-		return created, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
 	}
 	if _, ok := link.(*netlink.Bridge); !ok {
-		return created, invalid("bridge: %s exists and is a %s, not a bridge", n.Bridge, link.Type())
+		return invalid("bridge: %s exists and is a %s, not a bridge", n.Bridge, link.Type())
+	}
+	if created {
+		if err := markOwned(link, n.ID); err != nil {
+			_ = netlink.LinkDel(link) // unmarked, nothing else would delete it
+			return err
+		}
+	}
+	// A bridge marked as this network's was made by an earlier call that
+	// did not finish; any other existing bridge is someone else's.
+	if ownedBy(link, n.ID) {
+		n.Origin, n.AddedAddrs = originCreated, nil
+	} else {
+		n.Origin = originAdopted
 	}
 	if link.Attrs().MTU != n.MTU {
 		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {
-			return created, fmt.Errorf("set MTU of bridge %s: %w", n.Bridge, err)
+			return fmt.Errorf("set MTU of bridge %s: %w", n.Bridge, err)
 		}
 	}
 	if n.Promisc {
 		if err := netlink.SetPromiscOn(link); err != nil {
-			return created, fmt.Errorf("set bridge %s promiscuous: %w", n.Bridge, err)
+			return fmt.Errorf("set bridge %s promiscuous: %w", n.Bridge, err)
 		}
 	}
 	if n.IsGateway {
 		for _, g := range n.Gateways {
-			if err := addAddress(link, g); err != nil {
-				return created, err
+			added, err := addAddress(link, g)
+			if err != nil {
+				return err
+			}
+			if added && n.Origin == originAdopted {
+				n.noteAdded(g)
 			}
 		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
-		return created, fmt.Errorf("set bridge %s up: %w", n.Bridge, err)
-	}
-	return created, nil
-}
-
-func addAddress(link netlink.Link, cidr string) error {
-	addr, err := netlink.ParseAddr(cidr)
-	if err != nil {
-		return fmt.Errorf("gateway %s: %w", cidr, err)
-	}
-	if addr.IP.To4() == nil {
-		addr.Flags = unix.IFA_F_NODAD
-	}
-	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add %s to bridge %s: %w", cidr, link.Attrs().Name, err)
+		return fmt.Errorf("set bridge %s up: %w", n.Bridge, err)
 	}
 	return nil
 }
 
+// addAddress puts cidr on link; added is false when the link had it.
+func addAddress(link netlink.Link, cidr string) (added bool, err error) {
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return false, fmt.Errorf("gateway %s: %w", cidr, err)
+	}
+	if addr.IP.To4() == nil {
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	err = netlink.AddrAdd(link, addr)
+	if errors.Is(err, unix.EEXIST) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("add %s to bridge %s: %w", cidr, link.Attrs().Name, err)
+	}
+	return true, nil
+}
+
 // enableForwarding turns on forwarding in the host namespace the plugin
-// runs in, and lets DNAT from 127.0.0.1 reach the bridge.
+// runs in. The bridge's route_localnet is left to syncPorts: it is on
+// only while the network publishes a port on 127.0.0.1.
 func enableForwarding(n *network) error {
 	settings := map[string]string{
-		"net/ipv4/ip_forward":                           "1",
-		"net/ipv4/conf/" + n.Bridge + "/route_localnet": "1",
+		"net/ipv4/ip_forward": "1",
 	}
 	if n.hasIPv6() {
 		settings["net/ipv6/conf/all/forwarding"] = "1"
@@ -85,6 +105,26 @@ func enableForwarding(n *network) error {
 		}
 	}
 	return nil
+}
+
+// setRouteLocalnet sets the bridge's route_localnet sysctl, which the
+// host's own connections to a published port on 127.0.0.1 need (their
+// packets leave by the bridge with a loopback source, and the replies
+// come back to a loopback destination). It also lets the containers on
+// the bridge send to the host's loopback, which the firewall's CNM-INPUT
+// rule drops; it is on only while needed all the same. A bridge that is
+// gone has nothing to set: repairNetwork syncs the ports of the one it
+// makes again.
+func setRouteLocalnet(bridge string, on bool) error {
+	value := "0"
+	if on {
+		value = "1"
+	}
+	err := setSysctl("net/ipv4/conf/"+bridge+"/route_localnet", value)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // setSysctl writes value to /proc/sys/key unless it holds it already.
@@ -144,6 +184,9 @@ func createVeth(n *network, eid, sboxKey string, mac net.HardwareAddr, hairpin b
 		return nil, fmt.Errorf("create veth %s: %w", host, err)
 	}
 	link, err := netlink.LinkByName(host)
+	if err == nil {
+		err = markOwned(link, eid)
+	}
 	if err == nil {
 		err = configurePort(link, n, hairpin)
 	}
