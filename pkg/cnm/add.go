@@ -223,6 +223,9 @@ func (c *Controller) newEndpoint(tx store.Tx, req *Request, id identity, static 
 		State:      StateCreated,
 	}
 	if static.MAC != nil {
+		if err := claimableMAC(tx, ep, static.MAC.String()); err != nil {
+			return nil, err
+		}
 		ep.MAC = static.MAC.String()
 	}
 	ic := req.Conf.IPAMConf
@@ -261,6 +264,18 @@ func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest) error {
 		ep.MAC = static.MAC.String()
 	}
 	return nil
+}
+
+// macHolder returns the lookup of MAC holders in network, for drivers
+// that choose an endpoint's MAC.
+func (c *Controller) macHolder(network string) func(string) (string, error) {
+	return func(mac string) (holder string, err error) {
+		err = c.store.View(func(tx store.Tx) error {
+			holder, err = macHolderIn(tx, network, mac)
+			return err
+		})
+		return holder, err
+	}
 }
 
 // setUp does the host side of an ADD: delegated addresses, the driver's
@@ -321,7 +336,8 @@ func (c *Controller) provision(ctx context.Context, req *Request, nw *Network, d
 		nw.Ready = true
 	}
 	if !ep.DriverCreated {
-		if err := d.CreateEndpoint(nw.ID, ep.ID, &endpointInfo{ep: ep}, req.driverOptions()); err != nil {
+		info := &endpointInfo{ep: ep, macHolder: c.macHolder(nw.Name)}
+		if err := d.CreateEndpoint(nw.ID, ep.ID, info, req.driverOptions()); err != nil {
 			return fmt.Errorf("create endpoint %s: %w", ep.Name, err)
 		}
 		ep.DriverCreated = true

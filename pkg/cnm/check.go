@@ -40,6 +40,9 @@ func (c *Controller) Check(ctx context.Context, req *Request) error {
 	if err := c.checkAddresses(ctx, req, nw, ep); err != nil {
 		return err
 	}
+	if err := c.checkMAC(ep); err != nil {
+		return err
+	}
 	if err := checkPrevResult(req.Conf, ep); err != nil {
 		return err
 	}
@@ -67,6 +70,23 @@ func (c *Controller) Check(ctx context.Context, req *Request) error {
 		}
 	}
 	return nil
+}
+
+// checkMAC verifies that no other endpoint of the network has ep's MAC.
+func (c *Controller) checkMAC(ep *Endpoint) error {
+	if ep.MAC == "" {
+		return nil
+	}
+	return c.store.View(func(tx store.Tx) error {
+		holder, err := macHolderIn(tx, ep.Network, ep.MAC)
+		if err != nil {
+			return err
+		}
+		if holder != "" && holder != ep.Name {
+			return newError(types.ErrInternal, "endpoint %s: MAC %s is endpoint %s's too", ep.Name, ep.MAC, holder)
+		}
+		return nil
+	})
 }
 
 // notJoined is CHECK's answer when the sandbox path holds another

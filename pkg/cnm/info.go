@@ -10,7 +10,12 @@ import (
 )
 
 // endpointInfo is the driver's view of an endpoint at CreateEndpoint.
-type endpointInfo struct{ ep *Endpoint }
+type endpointInfo struct {
+	ep *Endpoint
+	// macHolder names the endpoint of the network that has a MAC, "" if
+	// none; nil checks nothing.
+	macHolder func(mac string) (string, error)
+}
 
 var (
 	_ driverapi.EndpointInfo  = (*endpointInfo)(nil)
@@ -22,7 +27,7 @@ func (e *endpointInfo) Interface() driverapi.InterfaceInfo {
 	if len(e.ep.Addresses) == 0 && e.ep.MAC == "" {
 		return nil
 	}
-	return &interfaceInfo{ep: e.ep}
+	return &interfaceInfo{ep: e.ep, macHolder: e.macHolder}
 }
 
 func (e *endpointInfo) AddInterface(mac net.HardwareAddr, addrs []*net.IPNet) error {
@@ -30,6 +35,9 @@ func (e *endpointInfo) AddInterface(mac net.HardwareAddr, addrs []*net.IPNet) er
 		return driverapi.ErrInterfaceAssigned
 	}
 	if mac != nil {
+		if err := checkMACFree(e.ep, e.macHolder, mac); err != nil {
+			return err
+		}
 		e.ep.MAC = mac.String()
 	}
 	for _, a := range addrs {
@@ -38,7 +46,10 @@ func (e *endpointInfo) AddInterface(mac net.HardwareAddr, addrs []*net.IPNet) er
 	return nil
 }
 
-type interfaceInfo struct{ ep *Endpoint }
+type interfaceInfo struct {
+	ep        *Endpoint
+	macHolder func(mac string) (string, error)
+}
 
 func (i *interfaceInfo) MacAddress() net.HardwareAddr {
 	mac, _ := net.ParseMAC(i.ep.MAC)
@@ -49,7 +60,26 @@ func (i *interfaceInfo) SetMacAddress(mac net.HardwareAddr) error {
 	if i.ep.MAC != "" && i.ep.MAC != mac.String() {
 		return fmt.Errorf("endpoint %s has MAC %s already: %w", i.ep.Name, i.ep.MAC, driverapi.ErrInterfaceAssigned)
 	}
+	if err := checkMACFree(i.ep, i.macHolder, mac); err != nil {
+		return err
+	}
 	i.ep.MAC = mac.String()
+	return nil
+}
+
+// checkMACFree fails with driverapi.ErrMACInUse when another endpoint of
+// ep's network has mac.
+func checkMACFree(ep *Endpoint, holderOf func(string) (string, error), mac net.HardwareAddr) error {
+	if holderOf == nil {
+		return nil
+	}
+	holder, err := holderOf(mac.String())
+	if err != nil {
+		return err
+	}
+	if holder != "" && holder != ep.Name {
+		return fmt.Errorf("%w: %s is endpoint %s's", driverapi.ErrMACInUse, mac, holder)
+	}
 	return nil
 }
 

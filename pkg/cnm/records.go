@@ -160,6 +160,54 @@ func attachmentKey(network, containerID, ifName string) string {
 }
 func sandboxKey(key string) string { return "sandboxes/" + url.PathEscape(key) }
 
+// macKey reserves a MAC in its network, like an address: two endpoints
+// with one MAC on one L2 segment lose each other's traffic.
+func macKey(network, mac string) string { return "macs/" + network + "/" + mac }
+
+// macHolderIn names the endpoint of network that has mac, or "".
+func macHolderIn(tx store.Tx, network, mac string) (string, error) {
+	v, err := tx.Get(macKey(network, mac))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	return string(v), err
+}
+
+// claimableMAC fails with CodeAddressInUse when another endpoint of ep's
+// network has mac.
+func claimableMAC(tx store.Tx, ep *Endpoint, mac string) error {
+	holder, err := macHolderIn(tx, ep.Network, mac)
+	if err != nil {
+		return err
+	}
+	if holder != "" && holder != ep.Name {
+		return newError(CodeAddressInUse, "mac: %s is held by endpoint %s of network %s", mac, holder, ep.Network)
+	}
+	return nil
+}
+
+// indexMAC claims ep's MAC in its network.
+func indexMAC(tx store.Tx, ep *Endpoint) error {
+	if ep.MAC == "" {
+		return nil
+	}
+	if err := claimableMAC(tx, ep, ep.MAC); err != nil {
+		return err
+	}
+	return tx.Put(macKey(ep.Network, ep.MAC), []byte(ep.Name))
+}
+
+// unindexMAC releases ep's MAC if ep holds it.
+func unindexMAC(tx store.Tx, ep *Endpoint) error {
+	if ep.MAC == "" {
+		return nil
+	}
+	if holder, err := macHolderIn(tx, ep.Network, ep.MAC); err != nil || holder != ep.Name {
+		return err
+	}
+	return tx.Delete(macKey(ep.Network, ep.MAC))
+}
+
 // persistentKey indexes a persistent endpoint, so that counting them
 // against the network's cap reads keys, not records.
 func persistentPrefix(network string) string { return "persistent/" + network + "/" }
@@ -251,6 +299,9 @@ func putEndpoint(tx store.Tx, ep *Endpoint, before *Attachment) error {
 	if err := indexPersistent(tx, ep); err != nil {
 		return err
 	}
+	if err := indexMAC(tx, ep); err != nil {
+		return err
+	}
 	return store.PutJSON(tx, endpointKey(ep.Network, ep.Name), ep)
 }
 
@@ -308,6 +359,9 @@ func deleteEndpointRecord(tx store.Tx, ep *Endpoint) error {
 	if err := tx.Delete(persistentKey(ep.Network, ep.Name)); err != nil {
 		return err
 	}
+	if err := unindexMAC(tx, ep); err != nil {
+		return err
+	}
 	return tx.Delete(endpointKey(ep.Network, ep.Name))
 }
 
@@ -332,8 +386,17 @@ func danglingIndex(tx store.Tx, network string) ([]string, error) {
 	}); err != nil {
 		return nil, err
 	}
-	err := tx.Scan(persistentPrefix(network), func(k string, _ []byte) error {
+	if err := tx.Scan(persistentPrefix(network), func(k string, _ []byte) error {
 		if _, err := getEndpoint(tx, network, k[len(persistentPrefix(network)):]); err != nil {
+			dangling = append(dangling, k)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	prefix := "macs/" + network + "/"
+	err := tx.Scan(prefix, func(k string, v []byte) error {
+		if ep, err := getEndpoint(tx, network, string(v)); err != nil || ep.MAC != k[len(prefix):] {
 			dangling = append(dangling, k)
 		}
 		return nil

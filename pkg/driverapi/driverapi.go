@@ -15,6 +15,10 @@ var (
 	// ErrNoInterface is returned by JoinInfo methods that configure the
 	// interface of an endpoint that has none.
 	ErrNoInterface = errors.New("endpoint has no interface")
+	// ErrMACInUse is returned by SetMacAddress and AddInterface for a MAC
+	// another endpoint of the network has: a MAC is unique in its network
+	// like an address. A driver that derives MACs tries another.
+	ErrMACInUse = errors.New("MAC address held by another endpoint of the network")
 )
 
 // Error codes of this project, above the range the CNI spec reserves,

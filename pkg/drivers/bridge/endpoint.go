@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,7 +42,7 @@ func hostIPKey(p publishedPort) string {
 }
 
 // CreateEndpoint implements driverapi.Driver: a bridge endpoint needs an
-// address, and gets a MAC derived from its IPv4 address when it has none.
+// address, and gets a MAC derived from it when it has none.
 func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ driverapi.Options) error {
 	ifc := ep.Interface()
 	if ifc == nil || len(ifc.Addresses()) == 0 {
@@ -50,19 +51,40 @@ func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ dr
 	if ifc.MacAddress() != nil {
 		return nil
 	}
-	return ifc.SetMacAddress(macFor(ifc.Addresses()))
-}
-
-// macFor derives a locally administered MAC from the first IPv4 address,
-// unique within the network because the address is.
-func macFor(addrs []*net.IPNet) net.HardwareAddr {
-	for _, a := range addrs {
-		if v4 := a.IP.To4(); v4 != nil {
-			return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
+	for try := range maxMACTries {
+		err := ifc.SetMacAddress(macFor(ifc.Addresses(), try))
+		if !errors.Is(err, driverapi.ErrMACInUse) {
+			return err
 		}
 	}
-	v6 := addrs[0].IP.To16()
-	return net.HardwareAddr{0x02, 0x42, v6[12], v6[13], v6[14], v6[15]}
+	return fmt.Errorf("endpoint %s: no free MAC after %d tries", eid, maxMACTries)
+}
+
+// maxMACTries bounds the MACs tried for one endpoint: from IPv4 the first
+// is unique; from IPv6 a clash of 32 hashed bits is rare, eight in a row
+// is not going to happen.
+const maxMACTries = 8
+
+// macFor derives a locally administered MAC (02:42 and 32 bits) from the
+// endpoint's addresses. The IPv4 address itself is unique in the network,
+// so its MAC is; an IPv6 address has more than 32 bits, so they are
+// hashed (its low 32 bits alone repeat across a /64), with try making
+// another candidate when one is taken.
+func macFor(addrs []*net.IPNet, try int) net.HardwareAddr {
+	if try == 0 {
+		for _, a := range addrs {
+			if v4 := a.IP.To4(); v4 != nil {
+				return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
+			}
+		}
+	}
+	h := sha256.New()
+	for _, a := range addrs {
+		h.Write(a.IP.To16())
+	}
+	h.Write([]byte{byte(try)})
+	sum := h.Sum(nil)
+	return net.HardwareAddr{0x02, 0x42, sum[0], sum[1], sum[2], sum[3]}
 }
 
 // DeleteEndpoint implements driverapi.Driver; Leave already released all
