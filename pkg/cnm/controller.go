@@ -97,13 +97,18 @@ func (c *Controller) networkInfo(conf *NetConf) driverapi.NetworkInfo {
 	if conf.IPAMConf == nil || conf.IPAMConf.Delegated() {
 		return info
 	}
+	// Every subnet of every range set is a pool: a set of several subnets
+	// hands out addresses of each, and each needs its gateway and NAT.
+	seen := map[string]bool{}
 	for _, set := range conf.IPAMConf.Ranges {
-		// Ranges of one set share a family; the first names the pool.
-		_, subnet, err := net.ParseCIDR(set[0].Subnet)
-		if err != nil {
-			continue // ParseConfig made it canonical
+		for _, r := range set {
+			_, subnet, err := net.ParseCIDR(r.Subnet)
+			if err != nil || seen[subnet.String()] {
+				continue // ParseConfig made it canonical; ranges may share a subnet
+			}
+			seen[subnet.String()] = true
+			info.Pools = append(info.Pools, driverapi.Pool{Subnet: subnet, Gateway: net.ParseIP(r.Gateway)})
 		}
-		info.Pools = append(info.Pools, driverapi.Pool{Subnet: subnet, Gateway: net.ParseIP(set[0].Gateway)})
 	}
 	return info
 }

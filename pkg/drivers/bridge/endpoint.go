@@ -165,9 +165,12 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, ifName string) error {
 	if n.IsGateway {
 		for _, g := range n.Gateways {
-			ip, _, err := net.ParseCIDR(g)
+			ip, subnet, err := net.ParseCIDR(g)
 			if err != nil {
 				return fmt.Errorf("gateway %s: %w", g, err)
+			}
+			if !hasAddressIn(ji.Interface(), subnet) {
+				continue // another subnet's gateway: not on this endpoint's link
 			}
 			if ip.To4() != nil {
 				err = ji.SetGateway(ip)
@@ -188,6 +191,19 @@ func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, if
 		return err
 	}
 	return ji.SetNamesInSandbox(peer, ifName)
+}
+
+// hasAddressIn reports whether the endpoint has an address in subnet.
+func hasAddressIn(ifc driverapi.InterfaceInfo, subnet *net.IPNet) bool {
+	if ifc == nil {
+		return false
+	}
+	for _, a := range ifc.Addresses() {
+		if subnet.Contains(a.IP) {
+			return true
+		}
+	}
+	return false
 }
 
 // reservePorts records the endpoint's published ports, refusing any host
