@@ -97,6 +97,9 @@ type Options struct {
 	// ContainerID and IfName identify the attachment.
 	ContainerID string
 	IfName      string
+	// Endpoint is the endpoint's name, as `cnmctl endpoint ls` shows it
+	// (set for Join), for messages that name it to another request.
+	Endpoint string
 }
 
 // EndpointInfo gives a driver the endpoint's interface, or lets it add
@@ -205,11 +208,14 @@ type Janitor interface {
 
 // Orphan is one piece of host state that no endpoint owns.
 type Orphan struct {
-	// Kind is "link", "rule" or "port".
+	// Kind is "link", "rule", "port" or "firewall".
 	Kind string `json:"kind"`
 	// Name names it: a link name, an endpoint ID in a rule's comment, a
-	// reserved host port.
+	// reserved host port, the firewall ("iptables").
 	Name string `json:"name"`
+	// Problem says what is wrong when it is not that no endpoint owns it
+	// (missing firewall rules, say); "" for an orphan.
+	Problem string `json:"problem,omitempty"`
 }
 
 // NetworkDescriber is implemented by drivers that can describe a

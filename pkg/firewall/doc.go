@@ -69,13 +69,26 @@
 //
 //	New            0
 //	EnsureNetwork  per family: 1 iptables-save, plus 1 iptables-restore if anything differs
-//	SetPorts       per family of the network's subnets: 1 iptables-restore
+//	SetPorts       per family of the network's subnets: 1 iptables-restore; when a rule
+//	               of the network is missing, 1 more iptables-save and iptables-restore
 //	RemoveNetwork  per family: 1 iptables-save, plus 1 iptables-restore if anything is left
 //	Check          per family: 1 iptables-save
+//	ForgetFlows    0 (conntrack over netlink)
 //
 // Execs reports the count, for tests and benchmarks. A restore applies
 // each table as one transaction; if the nat part of an input fails after
 // the filter part, running the operation again converges.
+//
+// # Firewall reloads
+//
+// A firewall reload (firewalld, "iptables -F", another tool's
+// iptables-restore without --noflush) removes the jumps, or the chains
+// and rules, of every network. EnsureNetwork puts back what is missing,
+// and so does SetPorts, the operation of every port change, without
+// reading the rules first: its restore tests every rule of the network
+// with "-C" before rewriting the DNAT chain, so that it fails, changing
+// nothing, when one is missing, and only then does SetPorts read and
+// restore everything. Check and CheckMissing name what is missing.
 //
 // RemoveNetwork leaves the shared chains and the built-in jumps, even when
 // no network uses them: empty, they let nothing through and cost one

@@ -3,7 +3,9 @@ package firewall
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -26,13 +28,26 @@ type tools struct {
 func lookTools(fam family) (tools, error) {
 	var t tools
 	var err error
-	if t.restore, err = exec.LookPath(fam.restoreBin()); err != nil {
-		return tools{}, fmt.Errorf("firewall: %s not found: %w", fam.restoreBin(), err)
+	if t.restore, err = lookBin(fam.restoreBin()); err != nil {
+		return tools{}, err
 	}
-	if t.save, err = exec.LookPath(fam.saveBin()); err != nil {
-		return tools{}, fmt.Errorf("firewall: %s not found: %w", fam.saveBin(), err)
+	if t.save, err = lookBin(fam.saveBin()); err != nil {
+		return tools{}, err
 	}
 	return t, nil
+}
+
+// lookBin finds name through PATH. The error names the binary and the
+// PATH searched: a plugin's PATH is the runtime's, often not a shell's.
+func lookBin(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if errors.Is(err, exec.ErrNotFound) {
+		return "", fmt.Errorf("firewall: %s is not on PATH (%q): %w", name, os.Getenv("PATH"), err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("firewall: %s: %w", name, err)
+	}
+	return p, nil
 }
 
 // run executes bin with args and stdin, in the network namespace of the

@@ -128,10 +128,21 @@ func (f *Firewall) sync(t tools, planFor func(state) *plan) error {
 }
 
 // SetPorts makes the network's published ports exactly ports, by
-// rewriting its DNAT chain in every family of its subnets: one restore
-// per family, nothing read. The network must have been set up with
-// EnsureNetwork, which links the chain in. The caller guarantees that no
-// two mappings, of this network or another, publish the same host port.
+// rewriting its DNAT chain in every family of its subnets, and puts back
+// whatever else of the network is missing: its chains and rules, the
+// shared chains and the jumps from built-in chains, as after a firewall
+// reload (firewalld, "iptables -F", another tool's iptables-restore).
+// The caller guarantees that no two mappings, of this network or
+// another, publish the same host port.
+//
+// Per family it costs one restore when everything is in place, as a
+// port change did before it checked anything: the restore that rewrites
+// the DNAT chain also tests ("-C") every other rule of the network, and
+// fails as a whole, changing nothing, if one is missing. Only then does
+// it read the rules and write everything that is missing with the ports
+// (a save and a second restore, as EnsureNetwork). Reading first every
+// time would double the cost of every port change for a case that is
+// rare; the "-C" lines cost nothing but a lookup in the restore process.
 func (f *Firewall) SetPorts(n Network, ports []PortMapping) error {
 	if err := n.validate(); err != nil {
 		return err
@@ -151,13 +162,26 @@ func (f *Firewall) SetPorts(n Network, ports []PortMapping) error {
 	}
 	defer unlock()
 	for _, fam := range fams {
-		p := newPlan()
-		p.table("nat").rewrite(NetworkChains(n.Name).DNAT, lines(dnatRules(n, byFam[fam])))
-		if err := f.restore(ts[fam], p.render()); err != nil {
+		if err := f.setPorts(ts[fam], n, fam, byFam[fam]); err != nil {
 			return fmt.Errorf("network %s: %s port mappings: %w", n.Name, fam, err)
 		}
 	}
 	return nil
+}
+
+// setPorts rewrites the DNAT chain of one family in a restore that also
+// tests the rest of the network's rules, and falls back to a full sync
+// when that restore fails. Any failure falls back: one that is not a
+// missing rule (the lock timed out, say) meets the full sync again.
+func (f *Firewall) setPorts(t tools, n Network, fam family, ports []PortMapping) error {
+	if err := f.restore(t, planPorts(n, fam, ports).render()); err == nil {
+		return nil
+	}
+	return f.sync(t, func(cur state) *plan {
+		p := planEnsure(cur, n, fam)
+		p.table("nat").rewriteOnce(NetworkChains(n.Name).DNAT, lines(dnatRules(n, ports)))
+		return p
+	})
 }
 
 // CheckError lists what Check found missing or out of place.
@@ -176,6 +200,19 @@ func (e *CheckError) Error() string {
 // 8080 -> 10.1.0.5:80 missing") or unexpected rule in the network's own
 // chains.
 func (f *Firewall) Check(n Network, ports []PortMapping) error {
+	return f.check(n, ports, func(problem) bool { return true })
+}
+
+// CheckMissing is Check for what is missing only: a jump from a built-in
+// chain, a chain, or a rule of the network or of its ports, as a firewall
+// reload leaves it. What EnsureNetwork and SetPorts put back, that is;
+// rules that should not be there are left out (PublishedBy finds those
+// of endpoints that are gone).
+func (f *Firewall) CheckMissing(n Network, ports []PortMapping) error {
+	return f.check(n, ports, func(p problem) bool { return p.missing })
+}
+
+func (f *Firewall) check(n Network, ports []PortMapping, report func(problem) bool) error {
 	if err := n.validate(); err != nil {
 		return err
 	}
@@ -194,7 +231,11 @@ func (f *Firewall) Check(n Network, ports []PortMapping) error {
 		if err != nil {
 			return fmt.Errorf("network %s: reading %s rules: %w", n.Name, fam, err)
 		}
-		problems = append(problems, checkFamily(cur, n, fam, byFam[fam])...)
+		for _, p := range checkFamily(cur, n, fam, byFam[fam]) {
+			if report(p) {
+				problems = append(problems, p.text)
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return &CheckError{Network: n.Name, Problems: problems}

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"slices"
 	"strings"
 )
 
@@ -15,11 +16,14 @@ type plan struct {
 }
 
 // tablePlan is one table's part of a plan. Restore applies its parts in
-// the order they are rendered: declarations (which create a chain or, in
-// a --noflush restore, flush it), then appends, then inserts into
+// the order they are rendered: tests of rules that must be there ("-C",
+// which fail the whole restore if one is missing, against the state
+// before the input changes anything), declarations (which create a chain
+// or, in a --noflush restore, flush it), then appends, then inserts into
 // built-in chains, then deletions, which need the chain flushed and no
 // longer referenced.
 type tablePlan struct {
+	checks  []string
 	declare []string
 	rules   []string
 	inserts []string
@@ -46,13 +50,27 @@ func (p *plan) empty() bool {
 }
 
 func (t *tablePlan) empty() bool {
-	return len(t.declare)+len(t.rules)+len(t.inserts)+len(t.deletes) == 0
+	return len(t.checks)+len(t.declare)+len(t.rules)+len(t.inserts)+len(t.deletes) == 0
 }
 
 // rewrite replaces the content of chain with lines (restore lines).
 func (t *tablePlan) rewrite(chain string, lines []string) {
 	t.declare = append(t.declare, chain)
 	t.rules = append(t.rules, lines...)
+}
+
+// rewriteOnce is rewrite for a chain the plan may declare already: a
+// chain is declared once.
+func (t *tablePlan) rewriteOnce(chain string, lines []string) {
+	if !slices.Contains(t.declare, chain) {
+		t.declare = append(t.declare, chain)
+	}
+	t.rules = append(t.rules, lines...)
+}
+
+// check adds a test that rule is there.
+func (t *tablePlan) check(r rule) {
+	t.checks = append(t.checks, "-C "+r.chain+" "+strings.Join(r.spec, " "))
 }
 
 // render returns the restore input: one section per table that changes.
@@ -64,6 +82,9 @@ func (p *plan) render() string {
 			continue
 		}
 		b.WriteString("*" + name + "\n")
+		for _, l := range t.checks {
+			b.WriteString(l + "\n")
+		}
 		for _, c := range t.declare {
 			b.WriteString(":" + c + " - [0:0]\n")
 		}
@@ -245,6 +266,38 @@ func planEnsure(cur state, n Network, fam family) *plan {
 		}
 	}
 	ensureBuiltinJumps(p, cur, fam)
+	return p
+}
+
+// planPorts is the input of SetPorts' first restore in one family: the
+// network's DNAT chain rewritten with ports, after a test of every other
+// rule EnsureNetwork writes for the network (the jumps from built-in
+// chains, the shared chains' rules, the network's own chains), so that
+// the restore fails, changing nothing, when anything is missing. A test
+// of a rule in a missing chain fails too.
+func planPorts(n Network, fam family, ports []PortMapping) *plan {
+	want := rulesFor(n, fam)
+	p := newPlan()
+	for _, j := range builtinJumps {
+		if inFamily(j.target(), fam) {
+			p.table(j.table).check(rule{chain: j.chain, spec: j.spec})
+		}
+	}
+	p.table("filter").check(isolationHead)
+	for _, tname := range tables {
+		for _, chain := range sharedChains[tname] {
+			for _, r := range want.shared[chain] {
+				p.table(tname).check(r)
+			}
+		}
+	}
+	for _, r := range want.forward {
+		p.table("filter").check(r)
+	}
+	for _, r := range want.postrouting {
+		p.table("nat").check(r)
+	}
+	p.table("nat").rewrite(want.chains.DNAT, lines(dnatRules(n, ports)))
 	return p
 }
 

@@ -437,9 +437,11 @@ var _ = Describe("cnm-bridge", func() {
 		Entry("no ipam", func(n *network, _ *attachment, _ *[]string) {
 			n.ipam = nil
 		}, types.ErrInvalidNetworkConfig, "ipam"),
+		// 50 is STATUS's answer; an ADD that cannot run says what is
+		// missing (see "bridge under change").
 		Entry("iptables missing", func(_ *network, _ *attachment, env *[]string) {
 			*env = []string{"PATH=/nonexistent"}
-		}, types.ErrPluginNotAvailable, "iptables"),
+		}, types.ErrInternal, "iptables-restore is not on PATH"),
 	)
 
 	It("refuses a subnet that overlaps another bridge network's, leaving nothing behind", func() {

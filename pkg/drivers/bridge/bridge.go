@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
@@ -35,7 +34,9 @@ type firewaller interface {
 	SetPorts(firewall.Network, []firewall.PortMapping) error
 	RemoveNetwork(firewall.Network) error
 	Check(firewall.Network, []firewall.PortMapping) error
+	CheckMissing(firewall.Network, []firewall.PortMapping) error
 	PublishedBy(firewall.Network) ([]string, error)
+	ForgetFlows([]firewall.PortMapping) error
 }
 
 var (
@@ -54,13 +55,16 @@ func Register(r driverapi.Registerer) error {
 // Type implements driverapi.Driver.
 func (d *Driver) Type() string { return NetworkType }
 
+// firewall returns the driver's firewall, or why there is none: a
+// plain error naming the binary missing from PATH, which the core
+// answers with 999 for ADD, DEL and CHECK. STATUS answers 50 for it, as
+// for every driver status error: "cannot serve an ADD" is what 50 means,
+// and only STATUS asks that.
 func (d *Driver) firewall() (firewaller, error) {
 	if d.fw == nil && d.fwErr == nil {
-		fw, err := firewall.New()
-		if err != nil {
-			d.fwErr = types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
-		} else {
-			d.fw = fw
+		d.fw, d.fwErr = firewall.New()
+		if d.fwErr != nil {
+			d.fw = nil
 		}
 	}
 	return d.fw, d.fwErr
@@ -89,6 +93,10 @@ type network struct {
 	// bridge: the only ones it removes from it. Those the bridge had
 	// before are its owner's.
 	AddedAddrs []string `json:"addedAddrs,omitempty"`
+	// MAC is the MAC cnmnet pinned on the bridge it made (see
+	// keepBridgeMAC); "" for an adopted bridge, and for one made before
+	// cnmnet pinned it, until its next Join.
+	MAC string `json:"mac,omitempty"`
 }
 
 func networkKey(nid string) string { return "networks/" + nid }
@@ -296,7 +304,41 @@ func (d *Driver) repairNetwork(n *network) error {
 	if err := d.setUpHost(n); err != nil {
 		return err
 	}
+	if err := d.reattachPorts(n); err != nil {
+		return err
+	}
 	return d.syncPorts(n)
+}
+
+// reattachPorts plugs the network's host veths, which a deleted bridge
+// let go of, into the bridge made again, with their port flags.
+func (d *Driver) reattachPorts(n *network) error {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		eid, nid, _ := vethMark(l)
+		if nid != n.ID || !ownedHostVeth(l) || l.Attrs().MasterIndex == br.Attrs().Index {
+			continue
+		}
+		p, err := d.ports(eid)
+		if err == nil {
+			err = netlink.LinkSetMaster(l, br)
+		}
+		if err == nil {
+			err = configurePort(l, n, n.Hairpin || len(p.Ports) > 0)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("plug %s into bridge %s: %w", l.Attrs().Name, n.Bridge, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // DeleteNetwork implements driverapi.Driver: the firewall chains, and
@@ -330,8 +372,58 @@ func (d *Driver) ValidateConfig(config []byte) error {
 }
 
 // Status implements driverapi.StatusReporter: the bridge driver cannot
-// serve an ADD without iptables.
-func (d *Driver) Status(driverapi.NetworkInfo) error {
-	_, err := d.firewall()
-	return err
+// serve an ADD without iptables, nor, for a network that exists, while
+// its firewall rules are missing (a firewall reload removed them):
+// endpoints would get no forwarding, masquerade or published ports. An
+// ADD that publishes a port puts them back, as does cnmctl check
+// --repair. It reads the rules once per family of the network.
+func (d *Driver) Status(info driverapi.NetworkInfo) error {
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	n, err := d.networkNamed(info.Name)
+	if err != nil || n == nil {
+		return err
+	}
+	mappings, err := d.networkPorts(n.ID, nil)
+	if err != nil {
+		return err
+	}
+	if err := fw.CheckMissing(n.firewallNetwork(), mappings); err != nil {
+		return fmt.Errorf("firewall: %w (cnmctl check --repair, or the next ADD that publishes a port, restores it)", err)
+	}
+	return nil
+}
+
+// networkNamed returns the network called name, or nil when the driver
+// has none.
+func (d *Driver) networkNamed(name string) (*network, error) {
+	var found *network
+	err := d.store.View(func(tx store.Tx) error {
+		return tx.Scan("networks/", func(_ string, v []byte) error {
+			n := &network{}
+			if err := json.Unmarshal(v, n); err != nil {
+				return fmt.Errorf("%w: bridge network record: %v", store.ErrCorrupt, err)
+			}
+			if n.Name == name {
+				found = n
+			}
+			return nil
+		})
+	})
+	return found, err
+}
+
+// bridgeMAC is the MAC of the bridge cnmnet makes for network nid: locally
+// administered, unicast, stable for the network, and outside the
+// 02:42:… range of the endpoints' MACs (macFor).
+func bridgeMAC(nid string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("bridge/" + nid))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^0x01 | 0x02
+	if mac[0] == 0x02 && mac[1] == 0x42 {
+		mac[1] = 0x43
+	}
+	return mac
 }

@@ -24,6 +24,9 @@ type ports struct {
 	Network  string          `json:"network"`  // nid
 	Endpoint string          `json:"endpoint"` // eid, named in the rules' comments
 	Ports    []publishedPort `json:"ports"`
+	// Name is the endpoint's name (cnmctl endpoint ls), for the message
+	// that refuses its ports to another endpoint.
+	Name string `json:"name,omitempty"`
 }
 
 func portsKey(eid string) string { return "endpoints/" + eid }
@@ -111,6 +114,9 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	if err := d.repairNetwork(n); err != nil {
 		return err
 	}
+	if err := d.pinOldBridgeMAC(n); err != nil {
+		return err
+	}
 	ifc := ji.Interface()
 	if ifc == nil {
 		return invalid("ipam: a %s endpoint needs an address", NetworkType)
@@ -128,7 +134,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	if err != nil {
 		return err
 	}
-	if err := d.reservePorts(nid, eid, published); err != nil {
+	if err := d.reservePorts(nid, eid, opts.Endpoint, published); err != nil {
 		return err
 	}
 	fault.Point("bridge:ports-reserved")
@@ -156,9 +162,36 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 			return err
 		}
 		fault.Point("bridge:published")
+		// After the rules, so that a flow's next packet meets them.
+		// Best effort, as in the reference portmap plugin: the ports
+		// work for every new flow, and failing the ADD would not help
+		// the old ones.
+		if fw, err := d.firewall(); err == nil {
+			_ = fw.ForgetFlows(firewallPorts(&ports{Endpoint: eid, Ports: published}))
+		}
 	}
 	_, peer := vethNames(eid)
 	return describeJoin(n, ji, host, peer, opts.IfName)
+}
+
+// pinOldBridgeMAC pins the MAC of a bridge cnmnet made before it set
+// one (see keepBridgeMAC), once: the network's record then has it, and
+// later Joins cost nothing.
+func (d *Driver) pinOldBridgeMAC(n *network) error {
+	if n.Origin != originCreated || n.MAC != "" {
+		return nil
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	if !ownedBy(br, n.ID) {
+		return nil
+	}
+	if err := keepBridgeMAC(br, n, false); err != nil {
+		return err
+	}
+	return d.putNetwork(n)
 }
 
 // describeJoin tells the core the names, gateways and host interfaces.
@@ -208,7 +241,7 @@ func hasAddressIn(ifc driverapi.InterfaceInfo, subnet *net.IPNet) bool {
 
 // reservePorts records the endpoint's published ports, refusing any host
 // port another endpoint already publishes on an overlapping address.
-func (d *Driver) reservePorts(nid, eid string, published []publishedPort) error {
+func (d *Driver) reservePorts(nid, eid, name string, published []publishedPort) error {
 	if len(published) == 0 {
 		return nil
 	}
@@ -218,15 +251,29 @@ func (d *Driver) reservePorts(nid, eid string, published []publishedPort) error 
 				return err
 			} else if holder != "" && holder != eid {
 				return types.NewError(driverapi.CodePortInUse, fmt.Sprintf(
-					"runtimeConfig.portMappings: %s port %d on %s is already published by another endpoint (%s)",
-					p.Protocol, p.HostPort, hostIPKey(p), holder), "")
+					"runtimeConfig.portMappings: %s port %d on %s is already published by endpoint %s",
+					p.Protocol, p.HostPort, hostIPKey(p), endpointName(tx, holder)), "")
 			}
 			if err := tx.Put(hostPortKey(p), []byte(eid)); err != nil {
 				return err
 			}
 		}
-		return store.PutJSON(tx, portsKey(eid), ports{Network: nid, Endpoint: eid, Ports: published})
+		return store.PutJSON(tx, portsKey(eid), ports{Network: nid, Endpoint: eid, Ports: published, Name: name})
 	})
+}
+
+// endpointName names endpoint eid as cnmctl endpoint ls does, "<name> of
+// network <network>", from its ports record; by its ID if the record
+// predates names.
+func endpointName(tx store.Tx, eid string) string {
+	p, n := &ports{}, &network{}
+	if store.GetJSON(tx, portsKey(eid), p) != nil || p.Name == "" {
+		return "with ID " + eid
+	}
+	if store.GetJSON(tx, networkKey(p.Network), n) != nil {
+		return p.Name
+	}
+	return p.Name + " of network " + n.Name
 }
 
 // portHolder returns the endpoint publishing p's host port on an address

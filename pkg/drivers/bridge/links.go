@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -12,12 +13,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ensureBridge makes the network's bridge, marked as the network's, or
-// adopts a bridge that exists already, and sets its MTU, gateway
-// addresses and state. It records in n whether the bridge is cnmnet's
-// and which addresses cnmnet added to an adopted one, for releaseBridge.
+// ensureBridge makes the network's bridge, marked as the network's and
+// with its own MAC (bridgeMAC), or adopts a bridge that exists already,
+// and sets its MTU, gateway addresses and state. It records in n whether
+// the bridge is cnmnet's, the MAC it pinned, and which addresses cnmnet
+// added to an adopted one, for releaseBridge.
 func ensureBridge(n *network) error {
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, TxQLen: -1}}
+	// A MAC given at creation is one the kernel keeps: without it, a
+	// bridge takes the lowest MAC of its ports and changes it as ports
+	// come and go, and every endpoint's neighbour entry for the gateway
+	// goes stale until it is resolved again, tens of seconds later.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, TxQLen: -1,
+		HardwareAddr: bridgeMAC(n.ID)}}
 	err := netlink.LinkAdd(br)
 	created := err == nil
 	if err != nil && !errors.Is(err, unix.EEXIST) {
@@ -40,8 +47,13 @@ func ensureBridge(n *network) error {
 	// did not finish; any other existing bridge is someone else's.
 	if ownedBy(link, n.ID) {
 		n.Origin, n.AddedAddrs = originCreated, nil
+		n.MAC = ""
+		if err := keepBridgeMAC(link, n, created); err != nil {
+			return err
+		}
 	} else {
-		n.Origin = originAdopted
+		// Its MAC is its owner's to set or to leave to the kernel.
+		n.Origin, n.MAC = originAdopted, ""
 	}
 	if link.Attrs().MTU != n.MTU {
 		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {
@@ -67,6 +79,26 @@ func ensureBridge(n *network) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set bridge %s up: %w", n.Bridge, err)
 	}
+	return nil
+}
+
+// keepBridgeMAC pins the MAC of a bridge cnmnet made and records it in
+// n. One created with its MAC (just now, or by an earlier call that did
+// not finish) keeps it already. One made before cnmnet set a MAC has the
+// MAC of one of its ports, which its endpoints have resolved the gateway
+// to: setting that same MAC pins it, as any explicitly set MAC is, so
+// that it stops following the ports without changing now.
+func keepBridgeMAC(link netlink.Link, n *network, created bool) error {
+	if n.MAC != "" {
+		return nil
+	}
+	mac := link.Attrs().HardwareAddr
+	if !created && !bytes.Equal(mac, bridgeMAC(n.ID)) {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("pin MAC %s of bridge %s: %w", mac, n.Bridge, err)
+		}
+	}
+	n.MAC = mac.String()
 	return nil
 }
 
@@ -185,7 +217,7 @@ func createVeth(n *network, eid, sboxKey string, mac net.HardwareAddr, hairpin b
 	}
 	link, err := netlink.LinkByName(host)
 	if err == nil {
-		err = markOwned(link, eid)
+		err = markOwned(link, vethOwner(eid, n.ID))
 	}
 	if err == nil {
 		err = configurePort(link, n, hairpin)

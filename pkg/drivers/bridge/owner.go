@@ -54,12 +54,27 @@ func ownedHostVeth(link netlink.Link) bool {
 	if link.Type() != "veth" || !hostVethName.MatchString(name) {
 		return false
 	}
-	eid, ok := strings.CutPrefix(link.Attrs().Alias, ownerAliasPrefix)
+	eid, _, ok := vethMark(link)
 	if !ok || len(eid) < 11 {
 		return false
 	}
 	host, _ := vethNames(eid)
 	return host == name
+}
+
+// vethOwner is the mark of a host veth: its endpoint, and the network
+// whose bridge it belongs on, so that a bridge made again can take its
+// ports back.
+func vethOwner(eid, nid string) string { return eid + "/" + nid }
+
+// vethMark reads a host veth's mark; nid is "" in a mark without one.
+func vethMark(link netlink.Link) (eid, nid string, ok bool) {
+	rest, ok := strings.CutPrefix(link.Attrs().Alias, ownerAliasPrefix)
+	if !ok {
+		return "", "", false
+	}
+	eid, nid, _ = strings.Cut(rest, "/")
+	return eid, nid, true
 }
 
 // releaseBridge removes what cnmnet made of the network's bridge: the
