@@ -32,6 +32,8 @@ type join struct {
 	cursors map[string]string
 	// attached is set once the interface is in the sandbox.
 	attached bool
+	// failed is why the host side of the ADD failed, for rollback.
+	failed error
 }
 
 // Add attaches the request's container to the network: it resolves the
@@ -93,6 +95,7 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 		}
 	}()
 	if err := c.setUp(ctx, j); err != nil {
+		j.failed = err
 		return nil, err
 	}
 	// The configuration of the latest successful ADD is the network's.
@@ -237,6 +240,7 @@ func (c *Controller) newEndpoint(tx store.Tx, req *Request, id identity, static 
 		ep.IPAM = ipam.BuiltinType
 		ipcs, err := ipam.NewAllocator(tx, ep.Network, ic).Allocate(ep.ID, static.IPs)
 		if err != nil {
+			err = nameAddressHolder(tx, ep.Network, static.IPs, ep.ID, err)
 			return nil, fmt.Errorf("allocate address for endpoint %s: %w", ep.Name, err)
 		}
 		ep.Addresses = addressesOf(ipcs)
@@ -287,7 +291,9 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	}
 	fault.Point("add:provisioned")
 	ji := &joinInfo{ep: ep}
-	if err := d.Join(j.nw.ID, ep.ID, req.NetNS, ji, req.driverOptions()); err != nil {
+	opts := req.driverOptions()
+	opts.Endpoint = ep.Name
+	if err := d.Join(j.nw.ID, ep.ID, req.NetNS, ji, opts); err != nil {
 		return fmt.Errorf("join endpoint %s to %s: %w", ep.Name, req.NetNS, err)
 	}
 	fault.Point("add:joined")
@@ -310,6 +316,7 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 	}
 	j.attached = true
 	fault.Point("add:attached")
+	ep.Sandbox.StandbyRoutes = standbyRoutes(ep.Sandbox.Routes, att.SkippedRoutes)
 	ep.Sandbox.Routes = withoutRoutes(ep.Sandbox.Routes, att.SkippedRoutes)
 	if ep.MAC == "" && att.MAC != nil {
 		// Keep the MAC the kernel chose so the endpoint keeps it on its next join.
@@ -357,6 +364,11 @@ func (c *Controller) rollback(ctx context.Context, j *join) {
 		return // the record still names the attachment: DEL or GC finishes
 	}
 	if j.prior == nil {
+		if errors.Is(j.failed, ipam.ErrPluginNotFound) && len(ep.Addresses) == 0 {
+			// The delegated plugin never ran (a mistyped type): there is
+			// nothing to release, and no release to keep for GC.
+			ep.IPAM = ""
+		}
 		if err := c.destroy(ctx, j.req, j.nw, ep); err != nil {
 			return
 		}

@@ -142,8 +142,18 @@ type Usage struct {
 	Subnets  []string `json:"subnets"`
 	Gateways []string `json:"gateways,omitempty"`
 	Used     int      `json:"used"`
-	// Free is the number of addresses left, as a decimal string: an IPv6
-	// range can hold more than any integer type.
+	// Families are the counts of each address family, IPv4 first: an
+	// IPv4 and an IPv6 count added together mean nothing. None with
+	// delegated IPAM, whose plugin keeps the count.
+	Families []FamilyUsage `json:"families,omitempty"`
+}
+
+// FamilyUsage counts one address family's addresses.
+type FamilyUsage struct {
+	Family string `json:"family"` // "IPv4" or "IPv6"
+	Used   int    `json:"used"`
+	// Free is a decimal string: an IPv6 range holds more addresses than
+	// any integer type.
 	Free string `json:"free"`
 }
 
@@ -168,20 +178,28 @@ func (c *Controller) AddressUsage(nw *Network) (*Usage, error) {
 		}
 	}
 	if ic.Delegated() {
-		u.Free = "-"
 		return u, nil
 	}
+	used := map[string]int{}
 	err = c.store.View(func(tx store.Tx) error {
-		var err error
-		u.Used, err = ipam.InUse(tx, nw.Name)
+		held, err := ipam.Holders(tx, nw.Name)
+		for ip := range held {
+			used[ipam.Family(ip)]++
+		}
+		u.Used = len(held)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	free := ic.Capacity()
-	free.Sub(free, big.NewInt(int64(u.Used)))
-	u.Free = free.String()
+	capacity := ic.FamilyCapacity()
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		if capacity[fam] == nil {
+			continue
+		}
+		free := new(big.Int).Sub(capacity[fam], big.NewInt(int64(used[fam])))
+		u.Families = append(u.Families, FamilyUsage{Family: fam, Used: used[fam], Free: free.String()})
+	}
 	return u, nil
 }
 
@@ -369,6 +387,9 @@ func (c *Controller) Collect(ctx context.Context, dryRun bool) ([]Collected, err
 			out = append(out, col)
 		}
 	}
+	retried, err := c.collectReleases(ctx, dryRun)
+	out = append(out, retried...)
+	errs.add(err)
 	return out, errs.err(types.ErrInternal, "collect")
 }
 
@@ -399,7 +420,21 @@ func (c *Controller) Audit(ctx context.Context, repair bool) ([]Finding, error) 
 		out = append(out, found...)
 		errs.add(err)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Network < out[j].Network })
+	pending, err := c.auditReleases(ctx, repair)
+	out = append(out, pending...)
+	errs.add(err)
+	// The same state always reads the same: scans are ordered, but the
+	// drivers' orphans come from maps.
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Network != b.Network {
+			return a.Network < b.Network
+		}
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.Object < b.Object
+	})
 	return out, errs.err(types.ErrInternal, "check")
 }
 
@@ -446,7 +481,9 @@ func (c *Controller) auditNetwork(ctx context.Context, nw *Network, repair bool)
 	}
 	d, err := c.driver(nw.Driver)
 	if err != nil {
-		return out, err
+		// A driver this build does not have (another plugin's network):
+		// the store's side is checked, the host's cannot be.
+		return out, errs.err(types.ErrInternal, "repair")
 	}
 	if j, ok := d.(driverapi.Janitor); ok && nw.Ready {
 		orphans, err := j.Orphans(nw.ID, eids)
@@ -454,7 +491,11 @@ func (c *Controller) auditNetwork(ctx context.Context, nw *Network, repair bool)
 			return out, errors.Join(errs.err(types.ErrInternal, "repair"), err)
 		}
 		for _, o := range orphans {
-			fix(Finding{Network: nw.Name, Kind: o.Kind, Object: o.Name, Problem: "owned by no endpoint"},
+			problem := o.Problem
+			if problem == "" {
+				problem = "owned by no endpoint"
+			}
+			fix(Finding{Network: nw.Name, Kind: o.Kind, Object: o.Name, Problem: problem},
 				func() error { return j.RemoveOrphans(nw.ID, []driverapi.Orphan{o}) })
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -43,15 +45,20 @@ func (c *Controller) Check(ctx context.Context, req *Request) error {
 	if err := c.checkMAC(ep); err != nil {
 		return err
 	}
-	if err := checkPrevResult(req.Conf, ep); err != nil {
+	want, err := expectedInterface(req.Conf, ep)
+	if err != nil {
 		return err
 	}
 	if a.DstName != "" {
-		err := sandbox.Check(sbx, sandboxInterface(ep))
+		err := sandbox.Check(sbx, want.Interface)
 		if errors.Is(err, sandbox.ErrReplaced) {
 			return notJoined(req, ep)
 		}
 		if err != nil {
+			if len(want.unlisted) > 0 {
+				return newError(types.ErrInternal, "endpoint %s: %v (prevResult does not list %s either)",
+					ep.Name, err, strings.Join(want.unlisted, ", "))
+			}
 			return newError(types.ErrInternal, "endpoint %s: %v", ep.Name, err)
 		}
 	} else if !sbx.Alive() {
@@ -125,27 +132,118 @@ func (c *Controller) checkAddresses(ctx context.Context, req *Request, nw *Netwo
 	}
 }
 
-// checkPrevResult verifies that the result the runtime kept from ADD
-// lists the endpoint's addresses.
-func checkPrevResult(conf *NetConf, ep *Endpoint) error {
+// expected is what CHECK expects of an endpoint's interface in the
+// sandbox, and which of its addresses prevResult does not list.
+type expected struct {
+	sandbox.Interface
+	unlisted []string
+}
+
+// expectedInterface is the endpoint's interface as CHECK expects it: the
+// record, as prevResult says the chain left it. The spec has CHECK
+// consult prevResult, the result the runtime kept from the whole chain's
+// ADD, and allow for later plugins to have changed what this one made:
+// the MAC is the one prevResult gives the sandbox interface (tuning's
+// "mac"), an address prevResult lists with another prefix is expected
+// with that prefix, and a route prevResult lists with another gateway is
+// expected with that gateway; a route it leaves out is not checked (a
+// later plugin removed it), but for an elected default route, which came
+// after the ADD. Every address of the endpoint must still be in the
+// sandbox: one missing from both is really wrong. Without an interface
+// in the sandbox there is only prevResult to compare with, which must
+// then list every address.
+func expectedInterface(conf *NetConf, ep *Endpoint) (expected, error) {
+	want := expected{Interface: sandboxInterface(ep)}
 	if conf.PrevResult == nil {
-		return nil
+		return want, nil
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
-		return newError(types.ErrDecodingFailure, "prevResult: %v", err)
+		return want, newError(types.ErrDecodingFailure, "prevResult: %v", err)
 	}
-	for _, want := range ep.ipNets() {
-		found := false
-		for _, ipc := range prev.IPs {
-			if ipc.Address.IP.Equal(want.IP) && net.IP(ipc.Address.Mask).Equal(net.IP(want.Mask)) {
-				found = true
-				break
+	a := ep.Sandbox
+	if a.DstName == "" {
+		for _, addr := range ep.ipNets() {
+			if prevAddress(prev, addr.IP) == nil {
+				return want, newError(types.ErrInternal, "prevResult: address %s of endpoint %s is missing", addr, ep.Name)
 			}
 		}
-		if !found {
-			return newError(types.ErrInternal, "prevResult: address %s of endpoint %s is missing", want, ep.Name)
+		return want, nil
+	}
+	idx := slices.IndexFunc(prev.Interfaces, func(i *current.Interface) bool { return i.Name == a.DstName && i.Sandbox != "" })
+	if idx < 0 {
+		return want, newError(types.ErrInternal, "prevResult: interface %s of endpoint %s is missing", a.DstName, ep.Name)
+	}
+	if m := prev.Interfaces[idx].Mac; m != "" {
+		mac, err := net.ParseMAC(m)
+		if err != nil {
+			return want, newError(types.ErrDecodingFailure, "prevResult: interface %s: mac %q: %v", a.DstName, m, err)
+		}
+		want.MAC = mac
+	}
+	want.Addresses = nil
+	for _, addr := range ep.ipNets() {
+		if got := prevAddress(prev, addr.IP); got != nil {
+			want.Addresses = append(want.Addresses, got)
+			continue
+		}
+		want.unlisted = append(want.unlisted, addr.String())
+		want.Addresses = append(want.Addresses, addr)
+	}
+	want.Routes = nil
+	for _, r := range a.Routes {
+		sr := r.sandboxRoute()
+		if !r.Elected {
+			gw, listed := prevGateway(prev, sr)
+			if !listed {
+				continue
+			}
+			if gw != nil {
+				sr.GW = gw
+			}
+		}
+		want.Routes = append(want.Routes, sr)
+	}
+	return want, nil
+}
+
+// prevAddress is the address prevResult lists for ip, with its prefix.
+func prevAddress(prev *current.Result, ip net.IP) *net.IPNet {
+	for _, ipc := range prev.IPs {
+		if ipc.Address.IP.Equal(ip) {
+			n := ipc.Address
+			return &n
 		}
 	}
 	return nil
+}
+
+// prevGateway reports whether prevResult lists a route to r's
+// destination and, if it names another gateway than r's for it, which.
+func prevGateway(prev *current.Result, r sandbox.Route) (net.IP, bool) {
+	var other net.IP
+	listed := false
+	for _, pr := range prev.Routes {
+		if !sameDestination(&pr.Dst, r.Dst) {
+			continue
+		}
+		listed = true
+		if pr.GW == nil || pr.GW.Equal(r.GW) {
+			return nil, true
+		}
+		if other == nil {
+			other = pr.GW
+		}
+	}
+	return other, listed
+}
+
+// sameDestination reports whether a and b are the same network.
+func sameDestination(a, b *net.IPNet) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	onesA, bitsA := a.Mask.Size()
+	onesB, bitsB := b.Mask.Size()
+	return onesA == onesB && bitsA == bitsB && a.IP.Mask(a.Mask).Equal(b.IP.Mask(b.Mask))
 }

@@ -37,6 +37,10 @@ type NetConf struct {
 	// attachment and goes with DEL) or "pod" (the endpoint is named by the
 	// pod's namespace and name and outlives its containers).
 	EndpointIdentity string `json:"endpointIdentity,omitempty"`
+	// PodNamespace is the namespace endpointIdentity "pod" assumes when
+	// CNI_ARGS has no K8S_POD_NAMESPACE: runtimes such as Podman send
+	// only K8S_POD_NAME. Empty refuses such an ADD.
+	PodNamespace string `json:"podNamespace,omitempty"`
 	// ReservationTTL is how long a persistent endpoint keeps its address
 	// after its last DEL; zero keeps it until it is deleted explicitly.
 	ReservationTTL Duration `json:"reservationTTL,omitempty"`
@@ -155,6 +159,11 @@ func (c *NetConf) validate() error {
 	case "", IdentityContainer, IdentityPod:
 	default:
 		return invalidConfig("endpointIdentity: %q is not one of %q, %q", c.EndpointIdentity, IdentityContainer, IdentityPod)
+	}
+	if c.PodNamespace != "" {
+		if err := ValidateEndpointName(c.PodNamespace); err != nil {
+			return invalidConfig("podNamespace: %v", err)
+		}
 	}
 	if c.ReservationTTL < 0 {
 		return invalidConfig("reservationTTL: %s is negative", time.Duration(c.ReservationTTL))
@@ -414,13 +423,21 @@ func (c *NetConf) resolveIdentity(args *Args, containerID, ifName string) (ident
 	case args.Endpoint != "":
 		return identity{Name: args.Endpoint, Persistent: true}, nil
 	case c.EndpointIdentity == IdentityPod:
-		if err := ValidateEndpointName(args.PodNamespace); err != nil {
-			return identity{}, invalidEnv("CNI_ARGS K8S_POD_NAMESPACE (endpointIdentity pod): %v", err)
+		namespace := args.PodNamespace
+		if namespace == "" {
+			namespace = c.PodNamespace // validated with the configuration
+		}
+		if err := ValidateEndpointName(namespace); err != nil {
+			hint := ""
+			if namespace == "" {
+				hint = " (a runtime that sends none needs podNamespace in the configuration)"
+			}
+			return identity{}, invalidEnv("CNI_ARGS K8S_POD_NAMESPACE (endpointIdentity pod): %v%s", err, hint)
 		}
 		if err := validateToken(args.PodName, 253); err != nil {
 			return identity{}, invalidEnv("CNI_ARGS K8S_POD_NAME (endpointIdentity pod): %v", err)
 		}
-		return identity{Name: args.PodNamespace + "/" + args.PodName + "/" + ifName, Persistent: true}, nil
+		return identity{Name: namespace + "/" + args.PodName + "/" + ifName, Persistent: true}, nil
 	default:
 		return identity{Name: containerID + "/" + ifName}, nil
 	}

@@ -152,6 +152,15 @@ var _ = Describe("LoadNetConf", func() {
 		Entry("empty: the default", ""),
 	)
 
+	It("reads podNamespace, which defaults to none", func() {
+		conf, err := cnm.LoadNetConf(netConf(map[string]any{"endpointIdentity": "pod", "podNamespace": "podman"}))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conf.PodNamespace).To(Equal("podman"))
+		conf, err = cnm.LoadNetConf(netConf(map[string]any{"endpointIdentity": "pod"}))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conf.PodNamespace).To(BeEmpty())
+	})
+
 	DescribeTable("reservationTTL",
 		func(value json.RawMessage, want time.Duration) {
 			conf, err := cnm.LoadNetConf(netConf(map[string]any{"reservationTTL": value}))
@@ -191,6 +200,10 @@ var _ = Describe("LoadNetConf", func() {
 		Entry("endpointIdentity unknown", map[string]any{"endpointIdentity": "node"}, types.ErrInvalidNetworkConfig, "endpointIdentity", "node"),
 		Entry("endpointIdentity in the wrong case", map[string]any{"endpointIdentity": "Pod"}, types.ErrInvalidNetworkConfig, "endpointIdentity"),
 		Entry("endpointIdentity not a string", map[string]any{"endpointIdentity": true}, types.ErrDecodingFailure, "endpointIdentity"),
+		Entry("podNamespace with a slash", map[string]any{"endpointIdentity": "pod", "podNamespace": "a/b"}, types.ErrInvalidNetworkConfig, "podNamespace", "a/b"),
+		Entry("podNamespace climbing", map[string]any{"endpointIdentity": "pod", "podNamespace": ".."}, types.ErrInvalidNetworkConfig, "podNamespace"),
+		Entry("podNamespace 129 characters", map[string]any{"podNamespace": strings.Repeat("p", 129)}, types.ErrInvalidNetworkConfig, "podNamespace", "128"),
+		Entry("podNamespace not a string", map[string]any{"podNamespace": 5}, types.ErrDecodingFailure, "podNamespace"),
 
 		Entry("reservationTTL negative duration", map[string]any{"reservationTTL": "-1h"}, types.ErrInvalidNetworkConfig, "reservationTTL", "negative"),
 		Entry("reservationTTL negative seconds", map[string]any{"reservationTTL": raw(`-5`)}, types.ErrInvalidNetworkConfig, "reservationTTL", "negative"),

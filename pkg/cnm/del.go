@@ -2,10 +2,13 @@ package cnm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/fault"
@@ -19,8 +22,17 @@ import (
 // there is nothing to remove. It acts inside the sandbox only if the
 // runtime's CNI_NETNS (or, when it gives none, the recorded path) still
 // holds the namespace the endpoint joined; otherwise that sandbox is gone
-// and only the host side is undone.
+// and only the host side is undone. It needs only the network's name
+// and the attachment (container ID, ifname): what it releases is what
+// the store says (see LoadNetConfForDel).
 func (c *Controller) Del(ctx context.Context, req *Request) error {
+	if req.NetNS != "" && validatePath(req.NetNS) != nil {
+		// CNI_NETNS is optional for DEL: a bad one is no path at all,
+		// and the recorded one (identity-checked) is used.
+		r := *req
+		r.NetNS = ""
+		req = &r
+	}
 	if err := req.validateAttachment(); err != nil {
 		return err
 	}
@@ -68,9 +80,11 @@ func (c *Controller) detach(req *Request, nw *Network, ep *Endpoint) error {
 		return err
 	}
 	if a.DstName != "" {
-		if err := sandbox.Detach(a.sandboxFor(req), a.DstName); err != nil {
+		sbx := a.sandboxFor(req)
+		if err := sandbox.Detach(sbx, a.DstName); err != nil {
 			return fmt.Errorf("detach endpoint %s: %w", ep.Name, err)
 		}
+		c.electGateways(sbx, ep)
 	}
 	fault.Point("del:detached")
 	if err := d.Leave(nw.ID, ep.ID); err != nil {
@@ -91,15 +105,26 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 		return fmt.Errorf("delete endpoint %s: %w", ep.Name, err)
 	}
 	fault.Point("del:deleted")
+	var pending *Release
 	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType {
-		if err := c.delegate(req, ep).Del(ctx); err != nil {
-			return fmt.Errorf("ipam %s: release addresses of endpoint %s: %w", ep.IPAM, ep.Name, err)
+		// A delegated plugin that is missing or failing must not keep
+		// the endpoint for ever: its release is recorded, and GC and
+		// cnmctl retry it.
+		rel := c.releaseOf(req, nw, ep)
+		if err := rel.call(ctx, rel.NetConf, req.Path, req.NetNS); err != nil {
+			rel.Error = err.Error()
+			pending = rel
 		}
 	}
 	return c.store.Update(func(tx store.Tx) error {
 		if ep.IPAM == ipam.BuiltinType {
 			if err := ipam.NewAllocator(tx, nw.Name, nil).Release(ep.ID, ep.ips()); err != nil {
 				return fmt.Errorf("release addresses of endpoint %s: %w", ep.Name, err)
+			}
+		}
+		if pending != nil {
+			if err := store.PutJSON(tx, releaseKey(nw.Name, ep.ID), pending); err != nil {
+				return err
 			}
 		}
 		return deleteEndpointRecord(tx, ep)
@@ -168,3 +193,71 @@ func delegateArgs(raw string) string {
 // delegateIfName is the interface name under which delegated IPAM
 // plugins key an endpoint's reservation, whatever CNI_IFNAME it joins as.
 const delegateIfName = "cnm0"
+
+// LoadNetConfForDel parses what DEL needs of a network configuration:
+// the network's name, its type, dataDir and cniVersion, which identify
+// what to release, and reservationTTL. Everything else is the ADD's
+// business: an ipam section that does not parse leaves IPAMConf nil (DEL
+// releases what the endpoint records say), a bad reservationTTL counts as
+// 0, a prevResult is not read. Only a configuration whose name or
+// dataDir cannot be used is refused, and then nothing is touched.
+func LoadNetConfForDel(raw []byte) (*NetConf, error) {
+	var top struct {
+		CNIVersion     json.RawMessage `json:"cniVersion"`
+		Name           json.RawMessage `json:"name"`
+		Type           json.RawMessage `json:"type"`
+		DataDir        json.RawMessage `json:"dataDir"`
+		ReservationTTL json.RawMessage `json:"reservationTTL"`
+	}
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)
+	}
+	conf := &NetConf{Raw: raw}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *string
+	}{
+		{"cniVersion", top.CNIVersion, &conf.CNIVersion},
+		{"name", top.Name, &conf.Name},
+		{"type", top.Type, &conf.Type},
+		{"dataDir", top.DataDir, &conf.DataDir},
+	} {
+		if len(f.raw) == 0 {
+			continue
+		}
+		if err := json.Unmarshal(f.raw, f.dst); err != nil {
+			return nil, invalidConfig("%s: %s is not a string", f.name, f.raw)
+		}
+	}
+	if conf.DataDir == "" {
+		conf.DataDir = DefaultDataDir
+	}
+	if err := ValidateNetworkName(conf.Name); err != nil {
+		return nil, invalidConfig("name: %v", err)
+	}
+	if err := validatePath(conf.DataDir); err != nil {
+		return nil, invalidConfig("dataDir: %v", err)
+	}
+	var ttl Duration
+	if len(top.ReservationTTL) > 0 && json.Unmarshal(top.ReservationTTL, &ttl) == nil && ttl > 0 {
+		conf.ReservationTTL = ttl
+	}
+	if ic, err := ipam.ParseConfig(raw); err == nil {
+		conf.IPAMConf = ic
+	}
+	return conf, nil
+}
+
+// ParseArgsForDel reads CNI_ARGS for DEL, which needs none of them: the
+// well-formed pairs are kept (for delegated plugins), nothing is refused.
+func ParseArgsForDel(s string) *Args {
+	a := &Args{All: map[string]string{}}
+	for _, pair := range strings.Split(s, ";") {
+		if k, v, ok := strings.Cut(pair, "="); ok && k != "" {
+			a.All[k] = v
+		}
+	}
+	a.PodNamespace, a.PodName = a.All["K8S_POD_NAMESPACE"], a.All["K8S_POD_NAME"]
+	return a
+}

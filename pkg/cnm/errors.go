@@ -63,7 +63,8 @@ func AsCNIError(err error) *types.Error {
 		code = CodeAddressInUse
 	case errors.Is(err, ipam.ErrPoolExhausted):
 		code = CodePoolExhausted
-	case errors.Is(err, ipam.ErrAddressReserved), errors.Is(err, ipam.ErrOutsideRange), errors.Is(err, ipam.ErrRequestConflict):
+	case errors.Is(err, ipam.ErrAddressReserved), errors.Is(err, ipam.ErrOutsideRange), errors.Is(err, ipam.ErrRequestConflict),
+		errors.Is(err, ipam.ErrPluginNotFound):
 		code = types.ErrInvalidNetworkConfig
 	case errors.Is(err, sandbox.ErrInterfaceExists):
 		code = CodeInterfaceExists

@@ -58,11 +58,22 @@ func FuzzLoadNetConf(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// DEL's lenient reading names only a sound network and store, and
+		// accepts whatever ADD's does.
+		delConf, delErr := cnm.LoadNetConfForDel(raw)
+		if delErr != nil {
+			cniError(t, delErr, types.ErrDecodingFailure, types.ErrInvalidNetworkConfig)
+		} else if cnm.ValidateNetworkName(delConf.Name) != nil || cnm.ValidateDataDir(delConf.DataDir) != nil || delConf.ReservationTTL < 0 {
+			t.Fatalf("DEL accepted name %q, dataDir %q, reservationTTL %d", delConf.Name, delConf.DataDir, delConf.ReservationTTL)
+		}
 		conf, err := cnm.LoadNetConf(raw)
 		if err != nil {
 			cniError(t, err, types.ErrIncompatibleCNIVersion, types.ErrUnsupportedField,
 				types.ErrInvalidEnvironmentVariables, types.ErrDecodingFailure, types.ErrInvalidNetworkConfig)
 			return
+		}
+		if delErr != nil || delConf.Name != conf.Name || delConf.DataDir != conf.DataDir {
+			t.Fatalf("ADD accepted what DEL does not read the same: %v", delErr)
 		}
 		if err := cnm.ValidateNetworkName(conf.Name); err != nil {
 			t.Fatalf("accepted network name %q: %v", conf.Name, err)

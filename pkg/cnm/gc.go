@@ -3,6 +3,7 @@ package cnm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -15,13 +16,18 @@ import (
 // the request's network: endpoints joined by attachments not listed in
 // cni.dev/valid-attachments (deleted when ephemeral, left when
 // persistent), persistent endpoints whose reservation expired, and
-// address reservations and index entries whose endpoint is gone. It
-// keeps going past errors and reports them all.
+// address reservations and index entries whose endpoint is gone. First
+// it retries the address releases that a delegated IPAM plugin could not
+// do when their endpoints were deleted (see Release), with the request's
+// configuration, even after the network itself is gone. It keeps going
+// past errors and reports them all.
 func (c *Controller) GC(ctx context.Context, req *Request) error {
 	valid := map[types.GCAttachment]bool{}
 	for _, a := range req.Conf.ValidAttachments {
 		valid[a] = true
 	}
+	var errs errorList
+	errs.add(c.retryReleases(ctx, req.Conf.Name, req.Conf, req.Path))
 	var nw *Network
 	var eps []*Endpoint
 	err := c.store.View(func(tx store.Tx) error {
@@ -31,13 +37,13 @@ func (c *Controller) GC(ctx context.Context, req *Request) error {
 		}
 		return scanEndpoints(tx, nw.Name, func(ep *Endpoint) { eps = append(eps, ep) })
 	})
-	if nw == nil {
-		return nil // the network was never used here: nothing to collect
+	if errors.Is(err, store.ErrNotFound) && nw == nil {
+		// The network was never used here, or is gone: nothing else to collect.
+		return errs.err(types.ErrInternal, "gc of network "+req.Conf.Name)
 	}
 	if err != nil {
 		return err
 	}
-	var errs errorList
 	live := map[string]bool{}
 	for _, ep := range eps {
 		stale := ep.Sandbox != nil && !valid[types.GCAttachment{ContainerID: ep.Sandbox.ContainerID, IfName: ep.Sandbox.IfName}]

@@ -89,6 +89,10 @@ type Attachment struct {
 	Routes         []Route         `json:"routes,omitempty"`
 	HostInterfaces []HostInterface `json:"hostInterfaces,omitempty"`
 	DNS            *DNS            `json:"dns,omitempty"`
+	// StandbyRoutes are default routes the sandbox did not take at join
+	// because another endpoint's gateway served that family: one of them
+	// is elected when that endpoint leaves (see electGateways).
+	StandbyRoutes []Route `json:"standbyRoutes,omitempty"`
 }
 
 // sandbox is the joined sandbox, as the records name it.
@@ -124,6 +128,10 @@ func (a *Attachment) sameAs(b *Attachment) bool {
 type Route struct {
 	Dst string `json:"dst"`
 	GW  string `json:"gw,omitempty"`
+	// Elected: a standby default route added after the join, when the
+	// endpoint that gave the sandbox its default route left; the
+	// runtime's prevResult, from the ADD, does not list it.
+	Elected bool `json:"elected,omitempty"`
 }
 
 // HostInterface is an interface a driver keeps on the host for an endpoint.

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -106,14 +107,24 @@ func findPlugin(pluginType, path string) (string, error) {
 		return "", fmt.Errorf("ipam plugin %q: invalid plugin type", pluginType)
 	}
 	if path == "" {
-		return "", fmt.Errorf("ipam plugin %s: empty CNI_PATH", pluginType)
+		return "", &notFoundError{fmt.Errorf("ipam plugin %s: empty CNI_PATH", pluginType)}
 	}
 	plugin, err := invoke.FindInPath(pluginType, filepath.SplitList(path))
 	if err != nil {
-		return "", fmt.Errorf("ipam plugin %s: %w", pluginType, err)
+		return "", &notFoundError{fmt.Errorf("ipam plugin %s: %w", pluginType, err)}
 	}
 	return plugin, nil
 }
+
+// ErrPluginNotFound is matched (errors.Is) by the error of a delegated
+// call whose plugin is not in CNI_PATH: it never ran.
+var ErrPluginNotFound = errors.New("ipam plugin not found")
+
+type notFoundError struct{ err error }
+
+func (e *notFoundError) Error() string        { return e.err.Error() }
+func (e *notFoundError) Unwrap() error        { return e.err }
+func (e *notFoundError) Is(target error) bool { return target == ErrPluginNotFound }
 
 // pluginErr keeps the plugin's *types.Error reachable through errors.As.
 func pluginErr(pluginType, command string, err error) error {

@@ -19,6 +19,38 @@ func (c *Config) Capacity() *big.Int {
 	return total
 }
 
+// FamilyCapacity is Capacity by address family ("IPv4", "IPv6"): the two
+// added together mean nothing.
+func (c *Config) FamilyCapacity() map[string]*big.Int {
+	out := map[string]*big.Int{}
+	if c == nil || c.Delegated() {
+		return out
+	}
+	sets, err := compileSets(c.rangeSpecs())
+	if err != nil {
+		return out
+	}
+	caps := c.SetCapacities()
+	for i, s := range sets {
+		fam := family(s.pools[0].subnet.Addr())
+		if out[fam] == nil {
+			out[fam] = new(big.Int)
+		}
+		out[fam].Add(out[fam], caps[i])
+	}
+	return out
+}
+
+// Family is "IPv4" or "IPv6" for an address, "" for one that does not
+// parse.
+func Family(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ""
+	}
+	return family(a.Unmap())
+}
+
 // SetCapacities is Capacity for each range set; none for a delegated
 // or absent configuration.
 func (c *Config) SetCapacities() []*big.Int {

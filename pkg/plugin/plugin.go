@@ -3,11 +3,14 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/cnmnet/cnmnet/pkg/buildinfo"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -20,9 +23,14 @@ var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0
 // packages export one (e.g. null.Register).
 type RegisterFunc func(driverapi.Registerer) error
 
-// Main runs the plugin named name with the drivers reg registers.
+// Main runs the plugin named name with the drivers reg registers. Run
+// by hand with --version, it prints its version and commit.
 func Main(name string, reg RegisterFunc) {
-	skel.PluginMainFuncs(Funcs(reg), SupportedVersions, name+" (cnmnet): CNM endpoints as a CNI plugin")
+	if len(os.Args) == 2 && os.Args[1] == "--version" {
+		fmt.Println(buildinfo.String(name))
+		return
+	}
+	skel.PluginMainFuncs(Funcs(reg), SupportedVersions, buildinfo.String(name)+": CNM endpoints as a CNI plugin (cnmnet)")
 }
 
 // Funcs returns the CNI verbs of a plugin with the drivers reg registers,
@@ -47,7 +55,7 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) cmdDel(args *skel.CmdArgs) error {
-	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
+	return p.runWith(loadDelRequest, args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
 		return c.Del(ctx, req)
 	})
 }
@@ -81,7 +89,13 @@ func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
 // run parses the request, opens the store, builds the controller and
 // calls verb, turning any failure into a CNI error.
 func (p *plugin) run(args *skel.CmdArgs, verb func(context.Context, *cnm.Controller, *cnm.Request) error) error {
-	req, err := loadRequest(args)
+	return p.runWith(loadRequest, args, verb)
+}
+
+// runWith is run with the request parsed by load.
+func (p *plugin) runWith(load func(*skel.CmdArgs) (*cnm.Request, error), args *skel.CmdArgs,
+	verb func(context.Context, *cnm.Controller, *cnm.Request) error) error {
+	req, err := load(args)
 	if err != nil {
 		return cniError(err)
 	}
@@ -126,6 +140,26 @@ func loadRequest(args *skel.CmdArgs) (*cnm.Request, error) {
 	return &cnm.Request{
 		Conf:        conf,
 		Args:        a,
+		ContainerID: args.ContainerID,
+		NetNS:       args.Netns,
+		IfName:      args.IfName,
+		Path:        args.Path,
+		RawArgs:     args.Args,
+	}, nil
+}
+
+// loadDelRequest parses a DEL: only what identifies the network and the
+// attachment must be sound (see cnm.LoadNetConfForDel); CNI_ARGS, which
+// DEL does not need, never make it fail, so that the DEL following an ADD
+// refused for its input succeeds.
+func loadDelRequest(args *skel.CmdArgs) (*cnm.Request, error) {
+	conf, err := cnm.LoadNetConfForDel(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	return &cnm.Request{
+		Conf:        conf,
+		Args:        cnm.ParseArgsForDel(args.Args),
 		ContainerID: args.ContainerID,
 		NetNS:       args.Netns,
 		IfName:      args.IfName,

@@ -168,7 +168,7 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 	var skipped []Route
 	for _, r := range c.routes {
 		err := addRoute(link, r)
-		if errors.Is(err, errDefaultTaken) {
+		if errors.Is(err, ErrDefaultTaken) {
 			// The sandbox has its default route through another network's
 			// interface: as in CNM, one gateway per family, the first.
 			skipped = append(skipped, r)
@@ -189,8 +189,9 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 	return att, nil
 }
 
-// errDefaultTaken: the sandbox has a default route of that family already.
-var errDefaultTaken = errors.New("the sandbox has a default route already")
+// ErrDefaultTaken means the sandbox has a default route of that family
+// already, through another interface.
+var ErrDefaultTaken = errors.New("the sandbox has a default route already")
 
 // rename gives the link its sandbox name. The kernel renames only links
 // that are down; a move has already brought it down, but say so.
@@ -240,7 +241,7 @@ func addRoute(link netlink.Link, r Route) error {
 			return nil
 		}
 		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
-			return errDefaultTaken
+			return ErrDefaultTaken
 		}
 		return fmt.Errorf("a different route to %s exists: %w", r.Dst, err)
 	}
