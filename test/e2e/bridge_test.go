@@ -83,7 +83,7 @@ var _ = Describe("cnm-bridge through containerd (conf/containerd/10-cnm-bridge.c
 		peer = n.runPod(podSpec{Name: "peer", Namespace: "e2e", UID: uid("peer")})
 		Expect(web.IP).NotTo(Equal(peer.IP))
 		for _, p := range []*pod{web, peer} {
-			Expect(inSubnet(p.IP, "10.89.0.0/24")).To(BeTrue(), "%s is in the conflist's subnet", p.IP)
+			Expect(inSubnet(p.IP, "10.89.8.0/24")).To(BeTrue(), "%s is in the conflist's subnet", p.IP)
 			Expect(names(p.links())).To(ConsistOf("lo", "eth0"))
 			eth0 := p.link("eth0")
 			Expect(eth0.Up).To(BeTrue())
@@ -106,11 +106,11 @@ var _ = Describe("cnm-bridge through containerd (conf/containerd/10-cnm-bridge.c
 		Expect(peer.gateway()).To(Equal(gw))
 		var bridge iface
 		for _, l := range n.hostLinks() {
-			if l.Name == "cnm0" {
+			if l.Name == "cnm-pods" {
 				bridge = l
 			}
 		}
-		Expect(bridge.hasAddr(gw)).To(BeTrue(), "the bridge cnm0 in the node's host netns carries the gateway %s: %v", gw, bridge.Addrs)
+		Expect(bridge.hasAddr(gw)).To(BeTrue(), "the bridge cnm-pods in the node's host netns carries the gateway %s: %v", gw, bridge.Addrs)
 		for _, p := range []*pod{web, peer} {
 			Expect(p.ping(gw)).To(Succeed(), "%s pings its gateway", p.spec.Name)
 		}

@@ -101,20 +101,29 @@ func (p *cgroupPlan) removeSandbox(id string) {
 	}
 }
 
-// remove removes the parents the plan created; rmdir only, so a cgroup
-// that still holds anything stays (and is reported).
+// remove removes the parents the plan created and the cgroups runtimes
+// left below them (podman leaves a pod's cgroup in some hierarchies);
+// rmdir only, so a cgroup that still holds anything stays (and is
+// reported).
 func (p *cgroupPlan) remove() {
 	for _, mp := range cgroupMounts() {
-		entries, _ := os.ReadDir(filepath.Join(mp, p.Parent))
-		for _, e := range entries {
-			if e.IsDir() {
-				_ = os.Remove(filepath.Join(mp, p.Parent, e.Name()))
-			}
-		}
+		removeBelow(filepath.Join(mp, p.Parent))
 	}
 	for _, d := range p.Created {
 		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			fmt.Fprintf(GinkgoWriter, "warning: cgroup %s stays: %v\n", d, err)
+		}
+	}
+}
+
+// removeBelow rmdirs the cgroups below dir, deepest first.
+func removeBelow(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			sub := filepath.Join(dir, e.Name())
+			removeBelow(sub)
+			_ = os.Remove(sub)
 		}
 	}
 }
@@ -128,7 +137,8 @@ type nodeState struct {
 }
 
 // reapStaleRuns tears down what runs that died before their teardown
-// left: their containerd and pods, network namespaces, cgroups and dirs.
+// left: their containerd and pods, podman containers, network
+// namespaces, cgroups and dirs.
 func reapStaleRuns() {
 	runs, _ := filepath.Glob(filepath.Join(workBase, "run-*"))
 	for _, dir := range runs {
@@ -146,6 +156,16 @@ func reapStaleRuns() {
 			if b, err := os.ReadFile(s); err == nil && json.Unmarshal(b, &st) == nil {
 				n := &node{name: filepath.Base(st.Dir), dir: st.Dir, netns: st.NetNS, pid: st.ContainerdPID, mntNS: st.MountNS}
 				if err := n.teardown(); err != nil {
+					fmt.Fprintf(GinkgoWriter, "warning: %v\n", err)
+				}
+			}
+		}
+		states, _ = filepath.Glob(filepath.Join(dir, "*", podmanStateFile))
+		for _, s := range states {
+			var st podmanState
+			if b, err := os.ReadFile(s); err == nil && json.Unmarshal(b, &st) == nil {
+				h := &podmanHost{name: filepath.Base(st.Dir), dir: st.Dir, netns: st.NetNS, pid: st.HolderPID, mntNS: st.MountNS}
+				if err := h.teardown(); err != nil {
 					fmt.Fprintf(GinkgoWriter, "warning: %v\n", err)
 				}
 			}

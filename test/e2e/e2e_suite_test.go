@@ -15,7 +15,7 @@ import (
 // TestE2E runs the suite when CNM_E2E=1; `go test ./...` skips it.
 func TestE2E(t *testing.T) {
 	if os.Getenv("CNM_E2E") != "1" {
-		t.Skip("end-to-end tests with containerd: set CNM_E2E=1 (make e2e); they need root and install packages")
+		t.Skip("end-to-end tests with containerd and podman: set CNM_E2E=1 (make e2e); they need root and install packages")
 	}
 	RegisterFailHandler(Fail)
 	suiteConfig, reporterConfig := GinkgoConfiguration()
@@ -31,7 +31,7 @@ func TestE2E(t *testing.T) {
 	if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
 		reporterConfig.NoColor = true // a log file or CI
 	}
-	RunSpecs(t, "E2E Suite (containerd)", suiteConfig, reporterConfig)
+	RunSpecs(t, "E2E Suite", suiteConfig, reporterConfig)
 }
 
 // The suite's shared state, set up by BeforeSuite.
@@ -45,8 +45,11 @@ var (
 	pauseTar    string
 	snapshotter string
 	cgroups     *cgroupPlan
-	suiteFailed bool
-	setUp       bool // BeforeSuite finished
+	// podmanUnavailable says why the podman scenarios are skipped; "" if
+	// they run.
+	podmanUnavailable string
+	suiteFailed       bool
+	setUp             bool // BeforeSuite finished
 )
 
 const (

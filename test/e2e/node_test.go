@@ -109,27 +109,36 @@ func (n *node) crictlConf() string { return filepath.Join(n.dir, "crictl.yaml") 
 // writeConflist copies the conflist into the private conf_dir with every
 // cnmnet plugin's dataDir pointed into the work dir, and edits applied.
 func (n *node) writeConflist(name string, edits []func(map[string]any)) {
-	b, err := os.ReadFile(filepath.Join(repoRoot, "conf", "containerd", name))
+	n.conflist = filepath.Join(n.dir, dirCNIConf, name)
+	n.netName = writePrivateConflist(filepath.Join(repoRoot, "conf", "containerd", name), n.conflist, n.dataDir, edits)
+}
+
+// writePrivateConflist copies the conflist src to dst with every cnmnet
+// plugin's dataDir set to dataDir and edits applied, and returns the
+// network's name.
+func writePrivateConflist(src, dst, dataDir string, edits []func(map[string]any)) string {
+	GinkgoHelper()
+	b, err := os.ReadFile(src)
 	Expect(err).NotTo(HaveOccurred())
 	var conf map[string]any
 	Expect(json.Unmarshal(b, &conf)).To(Succeed())
-	n.netName, _ = conf["name"].(string)
-	Expect(n.netName).NotTo(BeEmpty())
 	plugins, _ := conf["plugins"].([]any)
 	Expect(plugins).NotTo(BeEmpty())
 	for _, p := range plugins {
 		pm := p.(map[string]any)
 		if t, _ := pm["type"].(string); strings.HasPrefix(t, "cnm-") {
-			pm["dataDir"] = n.dataDir
+			pm["dataDir"] = dataDir
 		}
 	}
 	for _, edit := range edits {
 		edit(conf)
 	}
+	name, _ := conf["name"].(string)
+	Expect(name).NotTo(BeEmpty())
 	out, err := json.MarshalIndent(conf, "", "  ")
 	Expect(err).NotTo(HaveOccurred())
-	n.conflist = filepath.Join(n.dir, dirCNIConf, name)
-	Expect(os.WriteFile(n.conflist, out, 0o644)).To(Succeed())
+	Expect(os.WriteFile(dst, out, 0o644)).To(Succeed())
+	return name
 }
 
 // writeBinDir fills the CNI bin_dir: a cnitrace copy per plugin name, the
@@ -459,8 +468,22 @@ type cniCall struct {
 	Call        string // stem of its stdin and stdout files in cni-calls/
 }
 
-func (n *node) trace() []cniCall {
-	b, err := os.ReadFile(filepath.Join(n.dir, "cni-trace.tsv"))
+// traceDir is a work dir whose CNI bin dir is made of cnitrace copies:
+// it holds cni-trace.tsv and cni-calls/.
+type traceDir string
+
+func (n *node) trace() []cniCall { return traceDir(n.dir).trace() }
+
+func (n *node) callsFor(plugin, sandboxID string, commands ...string) []cniCall {
+	return traceDir(n.dir).callsFor(plugin, sandboxID, commands...)
+}
+
+func (n *node) callSummary() string { return traceDir(n.dir).callSummary() }
+
+func (n *node) output(c cniCall) string { return traceDir(n.dir).output(c) }
+
+func (d traceDir) trace() []cniCall {
+	b, err := os.ReadFile(filepath.Join(string(d), "cni-trace.tsv"))
 	if err != nil {
 		return nil
 	}
@@ -481,9 +504,9 @@ func (n *node) trace() []cniCall {
 
 // callsFor returns the traced calls of plugin for a sandbox ("": any), in
 // order.
-func (n *node) callsFor(plugin, sandboxID string, commands ...string) []cniCall {
+func (d traceDir) callsFor(plugin, sandboxID string, commands ...string) []cniCall {
 	var out []cniCall
-	for _, c := range n.trace() {
+	for _, c := range d.trace() {
 		if c.Plugin != plugin || (sandboxID != "" && c.ContainerID != sandboxID) {
 			continue
 		}
@@ -501,10 +524,10 @@ func (n *node) callsFor(plugin, sandboxID string, commands ...string) []cniCall 
 }
 
 // callSummary counts the traced calls by command and plugin.
-func (n *node) callSummary() string {
+func (d traceDir) callSummary() string {
 	count := map[string]int{}
 	var keys []string
-	for _, c := range n.trace() {
+	for _, c := range d.trace() {
 		k := c.Command + " " + c.Plugin
 		if count[k] == 0 {
 			keys = append(keys, k)
@@ -526,9 +549,15 @@ func (n *node) callSummary() string {
 	return strings.Join(parts, ", ")
 }
 
+// stdin returns what the call read on stdin (the network configuration).
+func (d traceDir) stdin(c cniCall) string {
+	b, _ := os.ReadFile(filepath.Join(string(d), "cni-calls", c.Call+".stdin"))
+	return string(b)
+}
+
 // output returns what the call wrote on stdout (its result or error).
-func (n *node) output(c cniCall) string {
-	b, _ := os.ReadFile(filepath.Join(n.dir, "cni-calls", c.Call+".stdout"))
+func (d traceDir) output(c cniCall) string {
+	b, _ := os.ReadFile(filepath.Join(string(d), "cni-calls", c.Call+".stdout"))
 	return string(b)
 }
 

@@ -32,6 +32,7 @@ type pod struct {
 	PID   int    // the pause process
 	IP    string // what CRI reports
 	State string
+	MAC   string // what podman reports (CRI reports none)
 }
 
 // podConfig is the PodSandboxConfig crictl reads (snake_case, enums as numbers).

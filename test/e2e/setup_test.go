@@ -59,32 +59,69 @@ var packages = []struct{ path, pkg string }{
 	{refLoopback, "containernetworking-plugins"},
 }
 
-// installPackages installs with apt-get whatever is missing, with a
-// policy-rc.d that keeps any service from being started.
+// What the podman scenarios need besides the above (see
+// /work/shared/tools/podman-e2e.md): Debian's podman 4.3 has the CNI
+// network backend. runc is named so that apt does not satisfy podman's
+// "crun | runc" with crun, which refuses this host's hybrid cgroups. If
+// they cannot be installed, the podman scenarios are skipped.
+var podmanPackages = []struct{ path, pkg string }{
+	{"/usr/bin/podman", "podman"},
+	{"/usr/bin/conmon", "conmon"},
+	{"/usr/sbin/runc", "runc"},
+	{"/usr/bin/catatonit", "catatonit"},
+}
+
+// installPackages installs what the containerd scenarios need, which
+// must succeed, then what the podman ones need, which may fail: that
+// sets podmanUnavailable.
 func installPackages() {
+	updated := false
+	Expect(aptInstall(packages, &updated)).To(Succeed())
+	if err := aptInstall(podmanPackages, &updated); err != nil {
+		podmanUnavailable = fmt.Sprintf("podman could not be installed: %v", err)
+		fmt.Fprintf(GinkgoWriter, "%s\n", podmanUnavailable)
+	}
+}
+
+// aptInstall installs with apt-get whatever of list is missing, with a
+// policy-rc.d that keeps any service from being started; *updated says
+// whether apt-get update ran already.
+func aptInstall(list []struct{ path, pkg string }, updated *bool) error {
 	var missing []string
 	seen := map[string]bool{}
-	for _, p := range packages {
+	for _, p := range list {
 		if _, err := os.Stat(p.path); err != nil && !seen[p.pkg] {
 			seen[p.pkg] = true
 			missing = append(missing, p.pkg)
 		}
 	}
 	if len(missing) == 0 {
-		return
+		return nil
 	}
 	fmt.Fprintf(GinkgoWriter, "apt-get install %s\n", strings.Join(missing, " "))
 	const policy = "/usr/sbin/policy-rc.d"
 	if _, err := os.Stat(policy); os.IsNotExist(err) {
-		Expect(os.WriteFile(policy, []byte("#!/bin/sh\n# cnmnet e2e: start no service while installing\nexit 101\n"), 0o755)).To(Succeed())
+		if err := os.WriteFile(policy, []byte("#!/bin/sh\n# cnmnet e2e: start no service while installing\nexit 101\n"), 0o755); err != nil {
+			return err
+		}
 		defer os.Remove(policy)
 	}
 	env := []string{"DEBIAN_FRONTEND=noninteractive"}
-	mustRun(5*time.Minute, env, "apt-get", "update", "-qq")
-	mustRun(10*time.Minute, env, "apt-get", append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)...)
-	for _, p := range packages {
-		Expect(p.path).To(BeAnExistingFile(), "after installing %s", p.pkg)
+	if !*updated {
+		if _, err := command(5*time.Minute, env, "apt-get", "update", "-qq"); err != nil {
+			return err
+		}
+		*updated = true
 	}
+	if _, err := command(10*time.Minute, env, "apt-get", append([]string{"install", "-y", "-qq", "--no-install-recommends"}, missing...)...); err != nil {
+		return err
+	}
+	for _, p := range list {
+		if _, err := os.Stat(p.path); err != nil {
+			return fmt.Errorf("after installing %s: %w", p.pkg, err)
+		}
+	}
+	return nil
 }
 
 // ensureCrictl builds crictl into the cache once.
@@ -115,7 +152,7 @@ func ensureCrictl() string {
 func buildHelpersAndPlugins() {
 	Expect(os.MkdirAll(toolsDir, 0o755)).To(Succeed())
 	Expect(os.MkdirAll(pluginsDir, 0o755)).To(Succeed())
-	goBuild(toolsDir, "./test/e2e/launch", "./test/e2e/cnitrace")
+	goBuild(toolsDir, "./test/e2e/launch", "./test/e2e/cnitrace", "./test/e2e/pause")
 	src := os.Getenv("CNM_BIN_DIR")
 	if src == "" {
 		goBuild(pluginsDir, "./cmd/cnm-bridge", "./cmd/cnm-null")
@@ -177,7 +214,11 @@ func detectSnapshotter() string {
 // versions names what the suite runs, for the log.
 func versions() string {
 	var parts []string
-	for _, c := range [][]string{{"containerd", "--version"}, {"runc", "--version"}, {crictlBin, "--version"}} {
+	cmds := [][]string{{"containerd", "--version"}, {"runc", "--version"}, {crictlBin, "--version"}}
+	if podmanUnavailable == "" {
+		cmds = append(cmds, []string{"podman", "--version"}, []string{"conmon", "--version"})
+	}
+	for _, c := range cmds {
 		out, err := command(30*time.Second, nil, c[0], c[1:]...)
 		if err != nil {
 			parts = append(parts, err.Error())

@@ -1,5 +1,6 @@
 // Command launch prepares the private mount namespace the e2e suite runs
-// containerd in, then execs containerd.
+// containerd in (or, for a podman scenario, the pause process that holds
+// the namespace podman runs in), then execs it.
 //
 //	nsenter --net=<netns> -- unshare --mount --propagation slave -- \
 //	    launch <cgroup-hold-dir> <src>=<dst>... -- containerd --config <file>
