@@ -1,19 +1,26 @@
 # cnmnet — CNM endpoints as CNI plugins.
 GO         ?= go
+# Install: the plugins to $(DESTDIR)$(CNI_BIN_DIR), cnmctl to
+# $(DESTDIR)$(BIN_DIR); DESTDIR stages a package's tree.
 CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR    ?= /usr/local/bin
+DESTDIR    ?=
 PLUGINS    := cnm-null cnm-bridge
 BINS       := $(PLUGINS:%=bin/%)
 CNITOOL_VERSION := v1.3.1
+# Stamped into every binary: `cnmctl version`, `cnm-bridge --version`.
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS    := -X github.com/cnmnet/cnmnet/pkg/buildinfo.version=$(VERSION) -X github.com/cnmnet/cnmnet/pkg/buildinfo.commit=$(COMMIT)
 
-.PHONY: all build install test lint demo bench clean tools e2e soak fuzz
+.PHONY: all build install uninstall deps test lint demo bench clean tools e2e soak fuzz
 
 all: build
 
 build: $(BINS) bin/cnmctl
 
 bin/%: FORCE
-	$(GO) build -o $@ ./cmd/$*
+	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
 
 FORCE:
 
@@ -23,17 +30,28 @@ bin/cnitool:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
 
 install: build
-	install -d $(CNI_BIN_DIR)
-	install -m 0755 $(BINS) $(CNI_BIN_DIR)/
-	install -d $(BIN_DIR)
-	install -m 0755 bin/cnmctl $(BIN_DIR)/
+	install -d $(DESTDIR)$(CNI_BIN_DIR)
+	install -m 0755 $(BINS) $(DESTDIR)$(CNI_BIN_DIR)/
+	install -d $(DESTDIR)$(BIN_DIR)
+	install -m 0755 bin/cnmctl $(DESTDIR)$(BIN_DIR)/
+
+# Removes exactly what install put there. The plugins' state (dataDir,
+# /var/lib/cni/cnm) and host state stay: remove the networks first
+# (cnmctl network rm), see README "Install".
+uninstall:
+	rm -f $(PLUGINS:%=$(DESTDIR)$(CNI_BIN_DIR)/%) $(DESTDIR)$(BIN_DIR)/cnmctl
+
+# What the tests need from Debian, installed when missing (root).
+deps:
+	./test/deps.sh
 
 # The tests need root: they create network namespaces.
-test: build tools
+test: deps build tools
 	CNM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -timeout 20m ./...
 
-# End-to-end through containerd's CRI (root; installs containerd and runc,
-# builds crictl into /var/cache/cnm-e2e): see README, "End-to-end tests".
+# End-to-end through containerd's CRI and through podman (root; installs
+# containerd, runc, podman and conmon, builds crictl into /var/cache/cnm-e2e):
+# see README, "End-to-end tests".
 e2e: build
 	CNM_E2E=1 CNM_BIN_DIR=$(CURDIR)/bin $(GO) test -count=1 -timeout 15m ./test/e2e/ -v
 
@@ -63,8 +81,9 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
 
-demo: build tools
+demo: deps build tools
 	./test/demo.sh
 
 # cnm-bridge against Debian's reference bridge + host-local (+ portmap),

@@ -118,8 +118,10 @@ func endpointRemoveCommand(o *options) *cobra.Command {
 				if err := c.RemoveEndpoint(context.Background(), nw.Name, ep.Name, force); err != nil {
 					return err
 				}
-				fmt.Printf("removed endpoint %s of network %s\n", ep.Name, nw.Name)
-				return nil
+				return o.show(removal{Removed: "endpoint", Network: nw.Name, Name: ep.Name}, func() error {
+					_, err := fmt.Printf("removed endpoint %s of network %s\n", ep.Name, nw.Name)
+					return err
+				})
 			})
 		},
 	}
@@ -206,7 +208,7 @@ func listEndpoints(o *options, c *cnm.Controller, network string) error {
 	fmt.Fprintln(tw, "NETWORK\tNAME\tKIND\tADDRESSES\tMAC\tSTATE\tPORTS")
 	for _, v := range views {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Network, v.Name, v.Kind, dash(addresses(v.Endpoint)),
-			dash(v.MAC), state(v.Endpoint), dash(ports(v.OperInfo)))
+			dash(v.MAC), state(v.Endpoint, time.Now()), dash(ports(v.OperInfo)))
 	}
 	return tw.Flush()
 }
@@ -229,7 +231,7 @@ func printEndpoint(v *endpointView) error {
 	row("Kind", v.Kind)
 	row("Addresses", dash(addresses(v.Endpoint)))
 	row("MAC", dash(v.MAC))
-	row("State", state(v.Endpoint))
+	row("State", state(v.Endpoint, time.Now()))
 	if a := v.Sandbox; a != nil {
 		row("Sandbox", a.Key)
 		row("Container", a.ContainerID)
@@ -248,11 +250,14 @@ func addresses(ep *cnm.Endpoint) string {
 	return strings.Join(out, ",")
 }
 
-// state is "joined <container>", "left since T, expires at T", ...
-func state(ep *cnm.Endpoint) string {
+// state is "joined <container>", "left since T, expires T", ...
+func state(ep *cnm.Endpoint, now time.Time) string {
 	switch {
 	case ep.Sandbox != nil:
 		return ep.State + " " + shortID(ep.Sandbox.ContainerID)
+	case ep.State == cnm.StateLeft && !ep.ExpiresAt.IsZero() && !now.Before(ep.ExpiresAt):
+		// Deleted by the next gc, or by an ADD that needs the room.
+		return "left since " + ep.LeftAt.Format(time.RFC3339) + ", expired " + ep.ExpiresAt.Format(time.RFC3339)
 	case ep.State == cnm.StateLeft && !ep.ExpiresAt.IsZero():
 		return "left since " + ep.LeftAt.Format(time.RFC3339) + ", expires " + ep.ExpiresAt.Format(time.RFC3339)
 	case ep.State == cnm.StateLeft:

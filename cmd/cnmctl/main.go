@@ -30,30 +30,46 @@ func main() {
 }
 
 func run(args []string) int {
-	root := newRootCommand()
+	o := &options{}
+	root := newRootCommand(o)
 	root.SetArgs(args)
 	err := root.Execute()
-	var ue usageError
 	var fe findingsError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintln(os.Stderr, "cnmctl:", err)
-		return exitUsage
-	case errors.As(err, &fe):
-		return exitFindings
-	case errors.Is(err, store.ErrLocked):
-		fmt.Fprintln(os.Stderr, "cnmctl:", err)
-		return exitLocked
-	default:
-		var te *types.Error
-		if errors.As(err, &te) {
-			fmt.Fprintf(os.Stderr, "cnmctl: %s (code %d)\n", te.Error(), te.Code)
-		} else {
-			fmt.Fprintln(os.Stderr, "cnmctl:", err)
+	if err == nil || errors.As(err, &fe) {
+		if err != nil {
+			return exitFindings // the findings are the output
 		}
-		return exitError
+		return exitOK
+	}
+	code, exit := classify(err)
+	if o.output == "json" {
+		// Scripts read stdout: the error is a CNI error object there.
+		_ = printJSON(os.Stdout, &types.Error{Code: code, Msg: err.Error()})
+	}
+	if code != 0 && exit == exitError {
+		fmt.Fprintf(os.Stderr, "cnmctl: %s (code %d)\n", err, code)
+	} else {
+		fmt.Fprintln(os.Stderr, "cnmctl:", err)
+	}
+	return exit
+}
+
+// classify gives an error its CNI code (0 when it has none) and cnmctl's
+// exit code.
+func classify(err error) (code uint, exit int) {
+	var ue usageError
+	var te *types.Error
+	switch {
+	case errors.As(err, &ue):
+		return types.ErrInvalidEnvironmentVariables, exitUsage
+	case errors.Is(err, store.ErrLocked):
+		return types.ErrTryAgainLater, exitLocked
+	case errors.Is(err, store.ErrNoStore):
+		return types.ErrIOFailure, exitError
+	case errors.As(err, &te):
+		return te.Code, exitError
+	default:
+		return types.ErrInternal, exitError
 	}
 }
 

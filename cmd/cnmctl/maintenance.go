@@ -17,7 +17,8 @@ func newGCCommand(o *options) *cobra.Command {
 		Use:   "gc",
 		Short: "Remove expired persistent endpoints and endpoints whose sandbox is gone",
 		Long: "What CNI GC does, without a runtime: endpoints joined to a network namespace that no longer exists " +
-			"are left (and deleted when ephemeral); persistent endpoints whose reservation expired are deleted.",
+			"are left (and deleted when ephemeral); persistent endpoints whose reservation expired are deleted; " +
+			"address releases a delegated IPAM plugin still owes deleted endpoints are retried.",
 		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			return o.withController(func(c *cnm.Controller) error {
@@ -36,8 +37,11 @@ func newGCCommand(o *options) *cobra.Command {
 					verb = "would be "
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				if len(done) > 0 {
+					fmt.Fprintln(tw, "NETWORK\tENDPOINT\tACTION\tREASON")
+				}
 				for _, d := range done {
-					fmt.Fprintf(tw, "%s\t%s\t%s%s\t(%s)\n", d.Network, d.Endpoint, verb, d.Action, d.Reason)
+					fmt.Fprintf(tw, "%s\t%s\t%s%s\t%s\n", d.Network, d.Endpoint, verb, d.Action, d.Reason)
 				}
 				if len(done) == 0 {
 					fmt.Fprintln(tw, "nothing to collect")
@@ -60,7 +64,8 @@ func newCheckCommand(o *options) *cobra.Command {
 		Short: "Check the store against the host; --repair fixes what it safely can",
 		Long: "Check the whole store against the host: endpoints whose sandbox or interface vanished, addresses " +
 			"reserved for no endpoint, and links, firewall rules and port reservations of the drivers that no " +
-			"endpoint owns. Exit code 3 when problems are left.",
+			"endpoint owns, and address releases a delegated IPAM plugin still owes deleted endpoints. " +
+			"Exit code 3 when problems are left.",
 		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			return o.withController(func(c *cnm.Controller) error {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -58,13 +60,22 @@ func networkRemoveCommand(o *options) *cobra.Command {
 				if err := c.RemoveNetwork(context.Background(), args[0], force); err != nil {
 					return err
 				}
-				fmt.Printf("removed network %s\n", args[0])
-				return nil
+				return o.show(removal{Removed: "network", Network: args[0]}, func() error {
+					_, err := fmt.Printf("removed network %s\n", args[0])
+					return err
+				})
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "delete the network's endpoints first, detaching joined ones")
 	return cmd
+}
+
+// removal is what rm prints under -o json.
+type removal struct {
+	Removed string `json:"removed"` // "network" or "endpoint"
+	Network string `json:"network"`
+	Name    string `json:"name,omitempty"`
 }
 
 // networkView is what network ls and inspect show.
@@ -117,8 +128,8 @@ func listNetworks(o *options, c *cnm.Controller) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNETS\tHOST\tENDPOINTS\tJOINED\tUSED\tFREE")
 	for _, v := range views {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", v.Name, v.Driver, dash(strings.Join(v.Addresses.Subnets, ",")),
-			dash(hostName(v.Host)), v.Endpoints, v.Joined, v.Addresses.Used, dash(v.Addresses.Free))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", v.Name, v.Driver, dash(strings.Join(v.Addresses.Subnets, ",")),
+			dash(hostName(v.Host)), v.Endpoints, v.Joined, perFamily(v.Addresses, usedOf), perFamily(v.Addresses, freeOf))
 	}
 	return tw.Flush()
 }
@@ -132,12 +143,36 @@ func printNetwork(v *networkView) error {
 	row("Created", v.Created.Format("2006-01-02T15:04:05Z"))
 	row("Subnets", dash(strings.Join(v.Addresses.Subnets, ", ")))
 	row("Gateways", dash(strings.Join(v.Addresses.Gateways, ", ")))
-	for k, val := range v.Host {
-		row("Host "+k, val)
+	for _, k := range slices.Sorted(maps.Keys(v.Host)) {
+		row("Host "+k, v.Host[k])
 	}
 	row("Endpoints", fmt.Sprintf("%d (%d joined)", v.Endpoints, v.Joined))
-	row("Addresses", fmt.Sprintf("%d used, %s free", v.Addresses.Used, dash(v.Addresses.Free)))
+	if len(v.Addresses.Families) == 0 {
+		row("Addresses", fmt.Sprintf("%d used", v.Addresses.Used))
+	}
+	for _, f := range v.Addresses.Families {
+		row(f.Family+" addresses", fmt.Sprintf("%d used, %s free", f.Used, f.Free))
+	}
 	return tw.Flush()
+}
+
+func usedOf(f cnm.FamilyUsage) string { return fmt.Sprint(f.Used) }
+func freeOf(f cnm.FamilyUsage) string { return f.Free }
+
+// perFamily is a count of each address family, "250" for one family,
+// "250 (IPv4), 18446744073709551613 (IPv6)" for two, "-" for none.
+func perFamily(u *cnm.Usage, count func(cnm.FamilyUsage) string) string {
+	switch len(u.Families) {
+	case 0:
+		return "-"
+	case 1:
+		return count(u.Families[0])
+	}
+	var out []string
+	for _, f := range u.Families {
+		out = append(out, count(f)+" ("+f.Family+")")
+	}
+	return strings.Join(out, ", ")
 }
 
 func hostName(host map[string]any) string {

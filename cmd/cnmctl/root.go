@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cnmnet/cnmnet/pkg/buildinfo"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/drivers/bridge"
 	"github.com/cnmnet/cnmnet/pkg/drivers/null"
@@ -23,11 +24,11 @@ type options struct {
 	wait    time.Duration
 }
 
-func newRootCommand() *cobra.Command {
-	o := &options{}
+func newRootCommand(o *options) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "cnmctl",
 		Short:         "Inspect and manage the networks, endpoints and sandboxes of the cnmnet CNI plugins",
+		Version:       buildinfo.Version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -43,17 +44,40 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&o.cniPath, "cni-path", "/opt/cni/bin", "where delegated IPAM plugins are found")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.wait, "wait", store.DefaultLockWait, "how long to wait for a plugin holding the store")
-	root.AddCommand(newNetworkCommand(o), newEndpointCommand(o), newSandboxCommand(o), newGCCommand(o), newCheckCommand(o))
+	root.SetVersionTemplate(buildinfo.String("cnmctl") + "\n")
+	root.AddCommand(newNetworkCommand(o), newEndpointCommand(o), newSandboxCommand(o), newGCCommand(o), newCheckCommand(o),
+		newVersionCommand(o))
 	return root
 }
 
+func newVersionCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print cnmctl's version and commit",
+		Args:  exactArgs(0),
+		RunE: func(*cobra.Command, []string) error {
+			v := struct {
+				Name    string `json:"name"`
+				Version string `json:"version"`
+				Commit  string `json:"commit"`
+			}{"cnmctl", buildinfo.Version(), buildinfo.Commit()}
+			return o.show(v, func() error {
+				_, err := fmt.Println(buildinfo.String("cnmctl"))
+				return err
+			})
+		},
+	}
+}
+
 // withController opens the store, builds a controller with every driver
-// of the suite, and runs fn.
+// of the suite, and runs fn. It never makes a store: the plugins do, on
+// their first ADD, and a store that is not there means a wrong
+// --data-dir (or a node with no network yet), not an empty one.
 func (o *options) withController(fn func(*cnm.Controller) error) error {
 	if err := cnm.ValidateDataDir(o.dataDir); err != nil {
 		return usageError{"--data-dir: " + err.Error()}
 	}
-	s, err := store.Open(o.dataDir, store.Options{LockWait: o.wait})
+	s, err := store.Open(o.dataDir, store.Options{LockWait: o.wait, MustExist: true})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,10 @@ type Options struct {
 	// LockWait bounds the wait for another process's lock; zero means
 	// DefaultLockWait.
 	LockWait time.Duration
+	// MustExist makes Open fail with ErrNoStore, creating nothing, when
+	// the directory holds no store: for tools that read a store the
+	// plugins made, where a mistyped directory must not look empty.
+	MustExist bool
 }
 
 // FileStore is the embedded store: one bbolt file, held under an
@@ -48,6 +52,11 @@ var _ Store = (*FileStore)(nil)
 func Open(dir string, opts Options) (*FileStore, error) {
 	if opts.LockWait <= 0 {
 		opts.LockWait = DefaultLockWait
+	}
+	if opts.MustExist {
+		if err := requireStore(dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := ensureDir(dir); err != nil {
 		return nil, err
@@ -91,6 +100,19 @@ func openLocked(path string, wait time.Duration) (*FileStore, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// requireStore fails with ErrNoStore unless dir holds a store file.
+func requireStore(dir string) error {
+	path := filepath.Join(dir, FileName)
+	_, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w in %s: %s does not exist", ErrNoStore, dir, path)
+	}
+	if err != nil {
+		return fmt.Errorf("%w in %s: %v", ErrNoStore, dir, err)
+	}
+	return nil
 }
 
 func ensureDir(dir string) error {

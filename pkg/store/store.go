@@ -18,6 +18,9 @@ var (
 	// ErrCorrupt is returned when the store's file cannot be read as a
 	// store of this schema; the file is left as it is.
 	ErrCorrupt = errors.New("store is unreadable")
+	// ErrNoStore is returned by Open with MustExist when there is no
+	// store in the directory.
+	ErrNoStore = errors.New("no store")
 )
 
 // Store is a transactional key-value space. Keys are slash-separated

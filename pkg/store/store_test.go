@@ -537,6 +537,37 @@ var _ = Describe("the lock", func() {
 	})
 })
 
+var _ = Describe("Open with MustExist", func() {
+	It("fails with ErrNoStore and creates nothing in a directory without a store", func() {
+		dir := GinkgoT().TempDir()
+		_, err := store.Open(dir, store.Options{MustExist: true})
+		Expect(err).To(MatchError(store.ErrNoStore))
+		Expect(err.Error()).To(ContainSubstring(dir))
+		entries, err := os.ReadDir(dir)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(entries).To(BeEmpty())
+	})
+
+	It("does not make a missing directory", func() {
+		dir := filepath.Join(GinkgoT().TempDir(), "no", "such")
+		_, err := store.Open(dir, store.Options{MustExist: true})
+		Expect(err).To(MatchError(store.ErrNoStore))
+		Expect(filepath.Dir(dir)).NotTo(BeADirectory())
+	})
+
+	It("opens a store that exists", func() {
+		dir := GinkgoT().TempDir()
+		s, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		put(s, "a", "1")
+		Expect(s.Close()).To(Succeed())
+		s, err = store.Open(dir, store.Options{MustExist: true})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(s.Close)
+		Expect(get(s, "a")).To(Equal([]byte("1")))
+	})
+})
+
 var _ = Describe("the lock, in a long-running caller", func() {
 	// A process that keeps running after a timed-out Open (cnmctl, a
 	// daemon) must not keep the lock: the waiting goroutine that gets it

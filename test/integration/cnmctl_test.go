@@ -102,7 +102,7 @@ var _ = Describe("cnmctl", func() {
 		out, _, code := w.cnmctl("network", "ls")
 		Expect(code).To(BeZero())
 		Expect(out).To(MatchRegexp(`(?m)^ops\s+cnm-bridge\s+10\.82\.0\.0/24\s+cnm-\S+\s+1\s+1\s+1\s+252$`))
-		Expect(out).To(MatchRegexp(`(?m)^nullnet\s+cnm-null\s+-\s+-\s+1\s+1\s+0\s+-$`))
+		Expect(out).To(MatchRegexp(`(?m)^nullnet\s+cnm-null\s+-\s+-\s+1\s+1\s+-\s+-$`))
 		var nets []map[string]any
 		w.cnmctlJSON(&nets, "network", "ls")
 		Expect(nets).To(HaveLen(2))
