@@ -90,8 +90,8 @@
 // nothing, when one is missing, and only then does SetPorts read and
 // restore everything. Check and CheckMissing name what is missing.
 //
-// RemoveNetwork leaves the shared chains and the built-in jumps, even when
-// no network uses them: empty, they let nothing through and cost one
-// jump, and never deleting them means no operation removes a chain that a
-// concurrent one is about to use.
+// RemoveNetwork of the last network of a family also deletes the shared
+// chains and the built-in jumps, so that a host without cnmnet networks
+// has no cnmnet rules; the lock every change takes keeps that from
+// racing with a network being made, whose EnsureNetwork makes them again.
 package firewall

@@ -86,12 +86,12 @@ func (f *Firewall) EnsureNetwork(n Network) error {
 }
 
 // RemoveNetwork removes the network's chains and its rules in the shared
-// chains. It succeeds when they are gone already. The shared chains and
-// the jumps from built-in chains stay, even when no network is left:
-// empty, they cost a jump and let nothing through, and keeping them
-// means no operation ever deletes what another may be about to use. An
-// IPv6 family whose tools are missing is skipped: nothing can have
-// written rules there.
+// chains. It succeeds when they are gone already. When it was the last
+// network of a family, the shared chains and the jumps from built-in
+// chains go too, leaving the host's firewall as it was before cnmnet;
+// the lock makes that safe against a network being made at the same
+// time, whose EnsureNetwork makes them again. An IPv6 family whose tools
+// are missing is skipped: nothing can have written rules there.
 func (f *Firewall) RemoveNetwork(n Network) error {
 	if err := n.validate(); err != nil {
 		return err

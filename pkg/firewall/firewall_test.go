@@ -173,6 +173,31 @@ var _ = Describe("Firewall", func() {
 			Expect(saveRules(hostNS, "iptables-save")).To(Equal(after))
 		})
 
+		It("removes the shared chains and the jumps with the last network, and only cnmnet's rules", func() {
+			// Another tool's rule in a built-in chain, before and after ours.
+			runIn(hostNS, "iptables", "-A", "FORWARD", "-i", "other0", "-j", "ACCEPT")
+			runIn(hostNS, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "other0", "-j", "MASQUERADE")
+			before := saveRules(hostNS, "iptables-save")
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net2) })
+			inNS(hostNS, func() error { return fw.SetPorts(net2, []firewall.PortMapping{tcp(9090, "10.2.0.7", 90)}) })
+
+			inNS(hostNS, func() error { return fw.RemoveNetwork(net1) })
+			kept := saveRules(hostNS, "iptables-save")
+			Expect(kept).To(ContainSubstring(":" + firewall.ChainForward + " "), "net2 still uses the shared chains")
+			Expect(linesContaining(kept, "-j "+firewall.ChainForward)).To(HaveLen(1))
+			inNS(hostNS, func() error { return fw.Check(net2, []firewall.PortMapping{tcp(9090, "10.2.0.7", 90)}) })
+
+			inNS(hostNS, func() error { return fw.RemoveNetwork(net2) })
+			after := saveRules(hostNS, "iptables-save")
+			Expect(linesContaining(after, "CNM", "cnm")).To(BeEmpty(), "nothing of cnmnet is left")
+			Expect(linesContaining(after, "other0")).To(Equal(linesContaining(before, "other0")))
+
+			// A network made afterwards makes them again.
+			inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
+			inNS(hostNS, func() error { return fw.Check(net1, nil) })
+		})
+
 		It("succeeds on a namespace that never had rules, leaving it without any", func() {
 			Expect(do(func() error { return fw.RemoveNetwork(net1) })).To(Equal(1))
 			Expect(linesContaining(saveRules(hostNS, "iptables-save"), "-A ", ":CNM")).To(BeEmpty())

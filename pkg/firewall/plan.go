@@ -307,10 +307,14 @@ func planPorts(n Network, fam family, ports []PortMapping) *plan {
 func planRemove(cur state, n Network) *plan {
 	p := newPlan()
 	owned := ownedBy(n)
-	for _, tname := range tables {
-		for _, chain := range sharedChains[tname] {
-			// No head: the shared rules stay as they are.
-			syncSharedChain(p.table(tname), cur.table(tname), chain, nil, owned, nil, false)
+	if lastNetwork(cur, n, owned) {
+		removeShared(p, cur)
+	} else {
+		for _, tname := range tables {
+			for _, chain := range sharedChains[tname] {
+				// No head: the shared rules stay as they are.
+				syncSharedChain(p.table(tname), cur.table(tname), chain, nil, owned, nil, false)
+			}
 		}
 	}
 	c := NetworkChains(n.Name)
@@ -318,6 +322,59 @@ func planRemove(cur state, n Network) *plan {
 	removeChain(p.table("nat"), cur.table("nat"), c.DNAT)
 	removeChain(p.table("nat"), cur.table("nat"), c.Postrouting)
 	return p
+}
+
+// lastNetwork reports whether n is the only network with rules in this
+// family: nothing but its rules and the shared heads in the shared
+// chains, and no other network's chain.
+func lastNetwork(cur state, n Network, owned func(savedRule) bool) bool {
+	mine := NetworkChains(n.Name)
+	for _, tname := range tables {
+		t := cur.table(tname)
+		for chain := range t.chains {
+			if isNetworkChain(chain) && chain != mine.Forward && chain != mine.DNAT && chain != mine.Postrouting {
+				return false
+			}
+		}
+		for _, chain := range sharedChains[tname] {
+			for _, r := range t.rules[chain] {
+				if r.comment() != sharedComment && !owned(r) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// isNetworkChain reports whether chain is one of some network's own
+// chains (see NetworkChains).
+func isNetworkChain(chain string) bool {
+	for _, prefix := range []string{"CNM-FWD-", "CNM-DN-", "CNM-PR-"} {
+		if strings.HasPrefix(chain, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// removeShared deletes what networks share when the last one goes: the
+// jumps from built-in chains (recognised by their target, as they were
+// inserted) and the shared chains. A later network makes them again.
+func removeShared(p *plan, cur state) {
+	for _, j := range builtinJumps {
+		for _, r := range cur.table(j.table).rules[j.chain] {
+			if r.target() == j.target() {
+				// The saved line, verbatim restore input, as a deletion.
+				p.table(j.table).inserts = append(p.table(j.table).inserts, "-D"+strings.TrimPrefix(r.line, "-A"))
+			}
+		}
+	}
+	for _, tname := range tables {
+		for _, chain := range sharedChains[tname] {
+			removeChain(p.table(tname), cur.table(tname), chain)
+		}
+	}
 }
 
 // removeChain flushes (by declaring) and deletes chain if it exists.

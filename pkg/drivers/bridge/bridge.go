@@ -253,12 +253,12 @@ func (d *Driver) checkConflicts(n *network) error {
 				return nil
 			}
 			if other.Bridge == n.Bridge {
-				return invalid("bridge: %s is the bridge of network %s", n.Bridge, other.Name)
+				return invalid("bridge: %s is the bridge of network %s; give this network another bridge, or remove that network first: cnmctl network rm %s", n.Bridge, other.Name, other.Name)
 			}
 			for _, a := range n.Subnets {
 				for _, b := range other.Subnets {
 					if overlap(a, b) {
-						return invalid("ipam: subnet %s overlaps %s of network %s", a, b, other.Name)
+						return invalid("ipam: subnet %s overlaps %s of network %s; give this network another subnet, or remove that network first: cnmctl network rm %s", a, b, other.Name, other.Name)
 					}
 				}
 			}
