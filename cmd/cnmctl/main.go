@@ -41,6 +41,11 @@ func run(args []string) int {
 		}
 		return exitOK
 	}
+	var pe problemsError
+	if errors.As(err, &pe) {
+		fmt.Fprintln(os.Stderr, "cnmctl:", err) // the listing is the output
+		return exitError
+	}
 	code, exit := classify(err)
 	if o.output == "json" {
 		// Scripts read stdout: the error is a CNI error object there.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cnmnet/cnmnet/pkg/buildinfo"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/bridge"
 	"github.com/cnmnet/cnmnet/pkg/drivers/null"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -46,7 +47,7 @@ func newRootCommand(o *options) *cobra.Command {
 	f.DurationVar(&o.wait, "wait", store.DefaultLockWait, "how long to wait for a plugin holding the store")
 	root.SetVersionTemplate(buildinfo.String("cnmctl") + "\n")
 	root.AddCommand(newNetworkCommand(o), newEndpointCommand(o), newSandboxCommand(o), newGCCommand(o), newCheckCommand(o),
-		newVersionCommand(o))
+		newValidateCommand(o), newVersionCommand(o))
 	return root
 }
 
@@ -69,6 +70,9 @@ func newVersionCommand(o *options) *cobra.Command {
 	}
 }
 
+// suiteDrivers register the drivers of every plugin of the suite.
+var suiteDrivers = []func(driverapi.Registerer) error{null.Register, bridge.Register}
+
 // withController opens the store, builds a controller with every driver
 // of the suite, and runs fn. It never makes a store: the plugins do, on
 // their first ADD, and a store that is not there means a wrong
@@ -84,10 +88,7 @@ func (o *options) withController(fn func(*cnm.Controller) error) error {
 	defer s.Close()
 	c := cnm.New(s)
 	c.SetCNIPath(o.cniPath)
-	for _, register := range []func(*cnm.Controller) error{
-		func(c *cnm.Controller) error { return null.Register(c) },
-		func(c *cnm.Controller) error { return bridge.Register(c) },
-	} {
+	for _, register := range suiteDrivers {
 		if err := register(c); err != nil {
 			return err
 		}

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/cnmnet/cnmnet/pkg/confcheck"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
 )
 
@@ -76,23 +78,24 @@ type NetConf struct {
 // number of seconds.
 type Duration time.Duration
 
-// UnmarshalJSON implements json.Unmarshaler.
+// UnmarshalJSON implements json.Unmarshaler. Its errors say what is
+// wrong with the value; the decoder that knows the key prefixes it.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var secs float64
 	if err := json.Unmarshal(b, &secs); err == nil {
 		if math.IsNaN(secs) || math.Abs(secs) > maxDurationSeconds {
-			return &durationError{outOfRange: true, msg: fmt.Sprintf("%s seconds is out of range", b)}
+			return fmt.Errorf("%s seconds is out of range", b)
 		}
 		*d = Duration(secs * float64(time.Second))
 		return nil
 	}
 	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return &durationError{msg: fmt.Sprintf("%s: want a duration such as \"24h\" or a number of seconds", b)}
+	if json.Unmarshal(b, &s) != nil {
+		return fmt.Errorf("%s is not a duration such as \"24h\" or a number of seconds", confcheck.Shorten(b))
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return &durationError{msg: err.Error()}
+		return fmt.Errorf("%q is not a duration such as \"24h\" or a number of seconds", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -101,34 +104,82 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // maxDurationSeconds is the longest span a time.Duration holds.
 const maxDurationSeconds = float64(math.MaxInt64 / int64(time.Second))
 
-// durationError is a Duration that could not be decoded; LoadNetConf
-// names the field, which encoding/json does not.
-type durationError struct {
-	outOfRange bool
-	msg        string
-}
-
-func (e *durationError) Error() string { return e.msg }
-
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// LoadNetConf parses and validates a network configuration.
-func LoadNetConf(raw []byte) (*NetConf, error) {
-	conf := &NetConf{}
-	if err := json.Unmarshal(raw, conf); err != nil {
-		var de *durationError
-		switch {
-		case errors.As(err, &de) && de.outOfRange:
-			return nil, invalidConfig("reservationTTL: %v", de)
-		case errors.As(err, &de):
-			return nil, newError(types.ErrDecodingFailure, "decode network configuration: reservationTTL: %v", de)
-		}
+// rawNetConf holds the keys the core reads, undecoded, so that each is
+// decoded on its own and a value of the wrong form is named by its key.
+// encoding/json matches the keys, as it would for NetConf. Its tags are
+// the core's keys (ConfigKeys).
+type rawNetConf struct {
+	CNIVersion       json.RawMessage `json:"cniVersion"`
+	Name             json.RawMessage `json:"name"`
+	Type             json.RawMessage `json:"type"`
+	Capabilities     json.RawMessage `json:"capabilities"`
+	IPAM             json.RawMessage `json:"ipam"`
+	DNS              json.RawMessage `json:"dns"`
+	PrevResult       json.RawMessage `json:"prevResult"`
+	ValidAttachments json.RawMessage `json:"cni.dev/valid-attachments"`
+	RuntimeConfig    json.RawMessage `json:"runtimeConfig"`
+	Args             json.RawMessage `json:"args"`
+
+	DataDir                json.RawMessage `json:"dataDir"`
+	EndpointIdentity       json.RawMessage `json:"endpointIdentity"`
+	PodNamespace           json.RawMessage `json:"podNamespace"`
+	ReservationTTL         json.RawMessage `json:"reservationTTL"`
+	MaxPersistentEndpoints json.RawMessage `json:"maxPersistentEndpoints"`
+}
+
+// decodeNetConf decodes a configuration key by key. One that is not a
+// JSON object is a decoding failure (6); a value of the wrong form is a
+// bad value (7) that names its key and the form it takes.
+func decodeNetConf(raw []byte) (*NetConf, error) {
+	if err := confcheck.ObjectError(raw); err != nil {
 		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)
 	}
-	conf.Raw = raw
+	var r rawNetConf
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)
+	}
+	conf := &NetConf{Raw: raw}
+	var ipamType types.IPAM
+	for _, f := range []struct {
+		key string
+		raw json.RawMessage
+		dst any
+	}{
+		{"cniVersion", r.CNIVersion, &conf.CNIVersion},
+		{"name", r.Name, &conf.Name},
+		{"type", r.Type, &conf.Type},
+		{"capabilities", r.Capabilities, &conf.Capabilities},
+		{"ipam", r.IPAM, &ipamType},
+		{"dns", r.DNS, &conf.DNS},
+		{"prevResult", r.PrevResult, &conf.RawPrevResult},
+		{"cni.dev/valid-attachments", r.ValidAttachments, &conf.ValidAttachments},
+		{"runtimeConfig", r.RuntimeConfig, &conf.RuntimeConfig},
+		{"args", r.Args, &conf.Args},
+		{"dataDir", r.DataDir, &conf.DataDir},
+		{"endpointIdentity", r.EndpointIdentity, &conf.EndpointIdentity},
+		{"podNamespace", r.PodNamespace, &conf.PodNamespace},
+		{"reservationTTL", r.ReservationTTL, &conf.ReservationTTL},
+		{"maxPersistentEndpoints", r.MaxPersistentEndpoints, &conf.MaxPersistentEndpoints},
+	} {
+		if err := confcheck.Decode(f.key, f.raw, f.dst); err != nil {
+			return nil, invalidConfig("%v", err)
+		}
+	}
+	conf.IPAM = ipamType
+	return conf, nil
+}
+
+// LoadNetConf parses and validates a network configuration.
+func LoadNetConf(raw []byte) (*NetConf, error) {
+	conf, err := decodeNetConf(raw)
+	if err != nil {
+		return nil, err
+	}
 	if conf.DataDir == "" {
 		conf.DataDir = DefaultDataDir
 	}
@@ -141,11 +192,24 @@ func LoadNetConf(raw []byte) (*NetConf, error) {
 	}
 	conf.IPAMConf = ic
 	if conf.RawPrevResult != nil {
+		prev, _ := json.Marshal(conf.RawPrevResult) // ParsePrevResult drops it
 		if err := version.ParsePrevResult(&conf.NetConf); err != nil {
-			return nil, newError(types.ErrDecodingFailure, "prevResult: %v", err)
+			return nil, newError(types.ErrDecodingFailure, "%v", prevResultError(prev, err))
 		}
 	}
 	return conf, nil
+}
+
+// prevResultError says why prevResult is not a result, in the result's
+// own terms where it can: the CNI library's error speaks of Go types.
+func prevResultError(prev []byte, err error) error {
+	if derr := confcheck.Decode("prevResult", prev, &current.Result{}); derr != nil {
+		return derr
+	}
+	if strings.Contains(err.Error(), "Go ") {
+		return errors.New("prevResult: not a CNI result")
+	}
+	return fmt.Errorf("prevResult: %v", err)
 }
 
 func (c *NetConf) validate() error {
@@ -158,7 +222,11 @@ func (c *NetConf) validate() error {
 	switch c.EndpointIdentity {
 	case "", IdentityContainer, IdentityPod:
 	default:
-		return invalidConfig("endpointIdentity: %q is not one of %q, %q", c.EndpointIdentity, IdentityContainer, IdentityPod)
+		hint := ""
+		if s := confcheck.Suggest(c.EndpointIdentity, []string{IdentityContainer, IdentityPod}); s != "" {
+			hint = fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		return invalidConfig("endpointIdentity: %q is not one of %q, %q%s", c.EndpointIdentity, IdentityContainer, IdentityPod, hint)
 	}
 	if c.PodNamespace != "" {
 		if err := ValidateEndpointName(c.PodNamespace); err != nil {

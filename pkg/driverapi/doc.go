@@ -5,7 +5,9 @@
 // CreateNetwork on a network's first use, CreateEndpoint when an endpoint
 // is reserved, Join when a sandbox (a network namespace) attaches to it,
 // Leave when it detaches, DeleteEndpoint when the reservation ends and
-// DeleteNetwork when an operator removes the network.
+// DeleteNetwork when an operator removes the network. On every ADD of a
+// network that exists, a driver that implements NetworkUpdater applies an
+// edited configuration to it, or refuses it, before anything else.
 //
 // Addresses are the core's business: when an endpoint reaches
 // CreateEndpoint its address may already be assigned (a static request,

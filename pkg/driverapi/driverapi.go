@@ -77,8 +77,15 @@ type NetworkInfo struct {
 	// Config is the network configuration as the runtime passed it, for
 	// the driver's own keys.
 	Config []byte
-	// Pools are the network's address pools, one per address range set.
+	// Pools are the network's address pools, one per subnet of its
+	// address ranges. With delegated IPAM they are those of the first
+	// endpoint's addresses, as the plugin gave them (the subnet of each
+	// address's prefix, and its gateway); Status gets none.
 	Pools []Pool
+	// DelegatedIPAM is the type of the IPAM plugin that hands out the
+	// network's addresses ("host-local"); "" when the core's built-in
+	// allocator does, or the network has none.
+	DelegatedIPAM string
 }
 
 // Pool is one address pool of a network.
@@ -224,10 +231,34 @@ type NetworkDescriber interface {
 	NetworkOperInfo(nid string) (map[string]any, error)
 }
 
+// NetworkUpdater is implemented by drivers that can apply an edited
+// configuration to a network that exists. The core calls it on every ADD
+// of a network whose driver made it, before anything of the ADD is
+// recorded or changed: the configuration of the latest successful ADD is
+// the network's, so it must be the one in force.
+type NetworkUpdater interface {
+	// UpdateNetwork makes network nid's host state and the driver's
+	// record what info describes. What it cannot change in place it
+	// refuses, before changing anything, with a CNI error (7) naming the
+	// key and saying how to change it. It returns how to put back what it
+	// changed, nil when it changed nothing: the core calls undo when the
+	// ADD fails after all, so that a refused ADD changes nothing.
+	UpdateNetwork(nid string, info NetworkInfo) (undo func() error, err error)
+}
+
 // ConfigValidator is implemented by drivers that can check their own keys
 // of a network configuration on their own. The core calls it before an
 // ADD records or touches anything, so that a bad value is refused with
 // nothing to undo; the error should be a CNI error naming the key.
 type ConfigValidator interface {
 	ValidateConfig(config []byte) error
+}
+
+// KeyDeclarer is implemented by drivers that declare the keys of a
+// network configuration they read besides the core's, so that a key
+// nobody reads (a misspelt one, most often) is named on ADD and by
+// cnmctl validate. A driver that does not declare its keys gets none of
+// the top-level keys checked.
+type KeyDeclarer interface {
+	KnownKeys() []string
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/confcheck"
 )
 
 // BuiltinType is the ipam.type of the built-in allocator. An empty type
@@ -104,8 +106,11 @@ func ParseConfig(raw []byte) (*Config, error) {
 		return nil, nil
 	}
 	var r rawIPAM
-	if err := json.Unmarshal(top.IPAM, &r); err != nil {
-		return nil, configErr("ipam", "not a JSON object: %v", err)
+	if _, ok := confcheck.Object(top.IPAM); !ok {
+		return nil, valueErr(&confcheck.ValueError{Key: "ipam", Want: "an object", Got: confcheck.Shorten(top.IPAM)})
+	}
+	if err := decodeAt("ipam", top.IPAM, &r); err != nil {
+		return nil, err
 	}
 	c := &Config{}
 	if err := decodeAt("ipam.type", r.Type, &c.Type); err != nil {
@@ -127,6 +132,11 @@ func ParseConfig(raw []byte) (*Config, error) {
 		if f := firstShorthandField(c); f != "" {
 			return nil, configErr("ipam.subnet", "missing, but ipam.%s is set", f)
 		}
+		// A misspelt subnet or ranges would leave the network without
+		// addresses, and its first use would fail far from the typo.
+		if u := UnknownKeys(top.IPAM); len(u) > 0 {
+			return nil, configErr("ipam", "no subnet or ranges, but %s", u[0])
+		}
 		return nil, nil
 	}
 	if err := c.canonicalize(); err != nil {
@@ -135,19 +145,25 @@ func ParseConfig(raw []byte) (*Config, error) {
 	return c, nil
 }
 
-func isAbsent(raw json.RawMessage) bool {
-	s := strings.TrimSpace(string(raw))
-	return s == "" || s == "null"
+func isAbsent(raw json.RawMessage) bool { return confcheck.Absent(raw) }
+
+// decodeAt decodes the value of field, naming the field and the form it
+// takes when the value has another.
+func decodeAt(field string, raw json.RawMessage, v any) error {
+	err := confcheck.Decode(field, raw, v)
+	var ve *confcheck.ValueError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ve):
+		return valueErr(ve)
+	}
+	// An error of the value's own decoding, which Decode prefixed.
+	return &ConfigError{Field: field, Msg: strings.TrimPrefix(err.Error(), field+": ")}
 }
 
-func decodeAt(field string, raw json.RawMessage, v any) error {
-	if isAbsent(raw) {
-		return nil
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return configErr(field, "invalid value %s: %v", raw, err)
-	}
-	return nil
+func valueErr(ve *confcheck.ValueError) error {
+	return &ConfigError{Field: ve.Key, Msg: strings.TrimPrefix(ve.Error(), ve.Key+": ")}
 }
 
 func decodeShorthand(r rawIPAM, c *Config) error {
@@ -180,16 +196,23 @@ func firstShorthandField(c *Config) string {
 	return ""
 }
 
+// rangesForm is the form of ipam.ranges, for a value of another: a
+// single level of list ([{"subnet": …}]) is the usual mistake.
+const rangesForm = `a list of range sets, each a list of ranges: [[{"subnet": "10.1.0.0/24"}]]`
+
 func decodeRanges(raw json.RawMessage, c *Config) error {
+	if isAbsent(raw) {
+		return nil
+	}
 	var sets []json.RawMessage
-	if err := decodeAt("ipam.ranges", raw, &sets); err != nil {
-		return err
+	if json.Unmarshal(raw, &sets) != nil {
+		return configErr("ipam.ranges", "want %s", rangesForm)
 	}
 	for i, rawSet := range sets {
 		path := fmt.Sprintf("ipam.ranges[%d]", i)
 		var items []json.RawMessage
-		if err := decodeAt(path, rawSet, &items); err != nil {
-			return err
+		if json.Unmarshal(rawSet, &items) != nil || isAbsent(rawSet) {
+			return configErr("ipam.ranges", "want %s", rangesForm)
 		}
 		if len(items) == 0 {
 			return configErr(path, "empty range set")
@@ -210,9 +233,18 @@ func decodeRange(path string, raw json.RawMessage, dst *Range) error {
 	if isAbsent(raw) {
 		return configErr(path, "missing range")
 	}
+	obj, ok := confcheck.Object(raw)
+	if !ok {
+		return configErr(path, `want a range, an object such as {"subnet": "10.1.0.0/24"}, got %s`, confcheck.Shorten(raw))
+	}
 	var r rawRange
 	if err := decodeAt(path, raw, &r); err != nil {
 		return err
+	}
+	if isAbsent(r.Subnet) {
+		if u := rangeKeys.Unknown(path, obj); len(u) > 0 {
+			return configErr(path+".subnet", "missing, but %s", u[0])
+		}
 	}
 	for _, f := range []struct {
 		name string
@@ -233,8 +265,8 @@ func decodeRange(path string, raw json.RawMessage, dst *Range) error {
 
 func decodeRoutes(raw json.RawMessage, c *Config) error {
 	var items []json.RawMessage
-	if err := decodeAt("ipam.routes", raw, &items); err != nil {
-		return err
+	if !isAbsent(raw) && json.Unmarshal(raw, &items) != nil {
+		return configErr("ipam.routes", `want a list of routes such as [{"dst": "0.0.0.0/0"}], got %s`, confcheck.Shorten(raw))
 	}
 	for i, item := range items {
 		path := fmt.Sprintf("ipam.routes[%d]", i)

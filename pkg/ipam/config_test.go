@@ -1,11 +1,13 @@
 package ipam_test
 
 import (
+	"encoding/json"
 	"errors"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cnmnet/cnmnet/pkg/confcheck"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
 )
 
@@ -128,13 +130,52 @@ var _ = Describe("ParseConfig", func() {
 			"ipam: range 10.0.0.1-10.0.0.1 has no allocatable address"),
 		Entry("an empty range set", `{"ranges":[[]]}`, "ipam.ranges[0]: empty range set"),
 		Entry("a wrongly typed field", `{"ranges":[[{"subnet":24}]]}`,
-			MatchRegexp(`^ipam\.ranges\[0\]\[0\]\.subnet: invalid value 24: `)),
+			`ipam.ranges[0][0].subnet: want a string, got 24`),
 		Entry("a route without dst", `{"subnet":"10.0.0.0/24","routes":[{"gw":"10.0.0.1"}]}`,
 			"ipam.routes[0].dst: missing"),
 		Entry("a route gateway of the other family", `{"subnet":"10.0.0.0/24","routes":[{"dst":"fd00::/8","gw":"10.0.0.1"}]}`,
 			"ipam.routes[0].gw: 10.0.0.1 is not of the family of dst fd00::/8"),
-		Entry("an ipam section that is no object", `"cnm"`,
-			MatchRegexp(`^ipam: not a JSON object`)),
+		Entry("an ipam section that is no object", `"cnm"`, `ipam: want an object, got "cnm"`),
+
+		// Mistakes an operator makes, named in the configuration's terms.
+		Entry("ranges not nested: a list of ranges for a list of range sets", `{"ranges":[{"subnet":"10.1.0.0/24"}]}`,
+			`ipam.ranges: want a list of range sets, each a list of ranges: [[{"subnet": "10.1.0.0/24"}]]`),
+		Entry("ranges a single range", `{"ranges":{"subnet":"10.1.0.0/24"}}`,
+			`ipam.ranges: want a list of range sets, each a list of ranges: [[{"subnet": "10.1.0.0/24"}]]`),
+		Entry("ranges a subnet", `{"ranges":"10.1.0.0/24"}`,
+			`ipam.ranges: want a list of range sets, each a list of ranges: [[{"subnet": "10.1.0.0/24"}]]`),
+		Entry("a range set holding a subnet", `{"ranges":[["10.1.0.0/24"]]}`,
+			`ipam.ranges[0][0]: want a range, an object such as {"subnet": "10.1.0.0/24"}, got "10.1.0.0/24"`),
+		Entry("subnet misspelt in the shorthand", `{"type":"cnm","subnett":"10.1.0.0/24"}`,
+			`ipam: no subnet or ranges, but unknown key "ipam.subnett" (did you mean "subnet"?)`),
+		Entry("subnet misspelt in a range", `{"ranges":[[{"subnett":"10.1.0.0/24"}]]}`,
+			`ipam.ranges[0][0].subnet: missing, but unknown key "ipam.ranges[0][0].subnett" (did you mean "subnet"?)`),
+		Entry("a type that is not a string", `{"type":5}`, `ipam.type: want a string, got 5`),
+		Entry("routes not a list", `{"subnet":"10.1.0.0/24","routes":{"dst":"0.0.0.0/0"}}`,
+			`ipam.routes: want a list of routes such as [{"dst": "0.0.0.0/0"}], got {"dst":"0.0.0.0/0"}`),
+		Entry("a route dst that is not a string", `{"subnet":"10.1.0.0/24","routes":[{"dst":5}]}`,
+			`ipam.routes[0].dst: want a string, got 5`),
+	)
+
+	DescribeTable("lists the keys the built-in allocator does not read, with the likely one",
+		func(ipamJSON string, want ...confcheck.Unknown) {
+			got := ipam.UnknownKeys(json.RawMessage(ipamJSON))
+			if len(want) == 0 {
+				Expect(got).To(BeEmpty())
+				return
+			}
+			Expect(got).To(Equal(want))
+		},
+		Entry("none", `{"type":"cnm","subnet":"10.1.0.0/24","routes":[{"dst":"0.0.0.0/0","gw":"10.1.0.1"}]}`),
+		Entry("keys in another case are read", `{"Subnet":"10.1.0.0/24","RANGES":[[{"Subnet":"10.2.0.0/24"}]]}`),
+		Entry("a delegated section's keys are its plugin's", `{"type":"host-local","subnett":"10.1.0.0/24"}`),
+		Entry("at every level", `{"subnet":"10.1.0.0/24","rangeStrat":"10.1.0.5","dataDir":"/x",`+
+			`"ranges":[[{"subnet":"10.2.0.0/24","rangeStrat":"10.2.0.5"}]],"routes":[{"dst":"0.0.0.0/0","gateway":"10.1.0.1"}]}`,
+			confcheck.Unknown{Key: "ipam.dataDir"},
+			confcheck.Unknown{Key: "ipam.rangeStrat", Suggestion: "rangeStart"},
+			confcheck.Unknown{Key: "ipam.ranges[0][0].rangeStrat", Suggestion: "rangeStart"},
+			confcheck.Unknown{Key: "ipam.routes[0].gateway"}),
+		Entry("not an object", `"cnm"`),
 	)
 
 	It("rejects a config that is not JSON", func() {

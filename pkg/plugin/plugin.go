@@ -2,8 +2,10 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -45,6 +47,7 @@ type plugin struct {
 }
 
 func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
+	p.warnUnknownKeys(os.Stderr, args.StdinData)
 	return p.run(args, func(ctx context.Context, c *cnm.Controller, req *cnm.Request) error {
 		res, err := c.Add(ctx, req)
 		if err != nil {
@@ -84,6 +87,27 @@ func (p *plugin) cmdStatus(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
 	}
 	return err
+}
+
+// warnUnknownKeys writes a line to w for each key of the configuration
+// that nothing reads: CNI allows other keys, so ADD goes on, but a
+// misspelt key ("ipMasg") would otherwise be ignored in silence. stdout
+// is the CNI result; this is stderr's.
+func (p *plugin) warnUnknownKeys(w io.Writer, raw []byte) {
+	var conf struct {
+		Name string `json:"name"`
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(raw, &conf) != nil || cnm.ValidateNetworkName(conf.Name) != nil {
+		return // the ADD fails on that, naming it
+	}
+	drivers := cnm.Drivers{}
+	if p.register(drivers) != nil || drivers[conf.Type] == nil {
+		return // so is a type this plugin has no driver for
+	}
+	for _, u := range cnm.UnknownKeys(raw, drivers[conf.Type]) {
+		fmt.Fprintf(w, "%s: network %s: %s\n", conf.Type, conf.Name, u)
+	}
 }
 
 // run parses the request, opens the store, builds the controller and

@@ -167,10 +167,17 @@ type invocation struct {
 // exec runs a plugin binary in the host namespace and returns its
 // stdout, or the CNI error it printed.
 func (w *world) exec(plugin string, inv invocation) ([]byte, error) {
+	out, _, err := w.execStderr(plugin, inv)
+	return out, err
+}
+
+// execStderr is exec that returns the plugin's stderr too.
+func (w *world) execStderr(plugin string, inv invocation) ([]byte, string, error) {
 	if inv.ifname == "" && inv.command != "GC" && inv.command != "STATUS" && inv.command != "VERSION" {
 		inv.ifname = "eth0"
 	}
 	var out []byte
+	var errOut string
 	var runErr error
 	err := w.hostNS.Do(func(ns.NetNS) error {
 		cmd := exec.Command(filepath.Join(binDir, plugin))
@@ -187,23 +194,23 @@ func (w *world) exec(plugin string, inv invocation) ([]byte, error) {
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		runErr = cmd.Run()
-		out = stdout.Bytes()
-		fmt.Fprint(GinkgoWriter, stderr.String())
+		out, errOut = stdout.Bytes(), stderr.String()
+		fmt.Fprint(GinkgoWriter, errOut)
 		return nil
 	})
 	Expect(err).NotTo(HaveOccurred())
 	if runErr != nil {
 		var ee *exec.ExitError
 		if !errors.As(runErr, &ee) {
-			return nil, runErr
+			return nil, errOut, runErr
 		}
 		te := &types.Error{}
 		if err := json.Unmarshal(out, te); err != nil {
-			return nil, fmt.Errorf("plugin failed without a CNI error (%v): %s", runErr, out)
+			return nil, errOut, fmt.Errorf("plugin failed without a CNI error (%v): %s", runErr, out)
 		}
-		return nil, te
+		return nil, errOut, te
 	}
-	return out, nil
+	return out, errOut, nil
 }
 
 // dump is the whole store as key → value, without creating it.

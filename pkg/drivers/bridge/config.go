@@ -1,13 +1,17 @@
 package bridge
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/confcheck"
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
 )
+
+var _ driverapi.KeyDeclarer = (*Driver)(nil)
 
 // netConf holds the bridge driver's keys of a network configuration.
 type netConf struct {
@@ -38,13 +42,22 @@ func invalid(format string, a ...any) error {
 	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
 }
 
+// parseConf decodes the driver's keys: a configuration that is not a
+// JSON object is a decoding failure (6), a value of the wrong form a bad
+// value (7) naming its key and the form it takes.
 func parseConf(raw []byte) (*netConf, error) {
-	c := &netConf{}
-	if err := json.Unmarshal(raw, c); err != nil {
+	if err := confcheck.ObjectError(raw); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "decode bridge configuration: "+err.Error(), "")
+	}
+	c := &netConf{}
+	if err := confcheck.Decode("", raw, c); err != nil {
+		return nil, invalid("%v", err)
 	}
 	return c, nil
 }
+
+// KnownKeys implements driverapi.KeyDeclarer: the keys netConf reads.
+func (d *Driver) KnownKeys() []string { return confcheck.Tags(netConf{}) }
 
 func orDefault(b *bool, def bool) bool {
 	if b == nil {

@@ -58,7 +58,19 @@ func FuzzPortMappings(f *testing.F) {
 			`,"runtimeConfig":{"portMappings":` + mappings + `}}`
 		c, err := parseConf([]byte(raw))
 		if err != nil {
-			checkCode(t, err, types.ErrDecodingFailure)
+			// JSON that does not parse is a decoding failure; a value of
+			// the wrong form a bad value that names its key, never a Go type.
+			te, ok := err.(*types.Error)
+			if !ok || te.Code != types.ErrDecodingFailure && te.Code != types.ErrInvalidNetworkConfig {
+				t.Fatalf("error %T %v: want a CNI error 6 or 7", err, err)
+			}
+			if te.Code == types.ErrInvalidNetworkConfig && !strings.HasPrefix(te.Msg, "runtimeConfig.portMappings") &&
+				!strings.HasPrefix(te.Msg, "hostBindingIPv4: ") {
+				t.Fatalf("%q does not name the field", te.Msg)
+			}
+			if strings.Contains(te.Msg, "Go ") {
+				t.Fatalf("%q speaks of Go types", te.Msg)
+			}
 			return
 		}
 		if err := c.validateNetwork(); err != nil {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -44,6 +45,27 @@ func TestValidateConfigOtherKeys(t *testing.T) {
 			t.Errorf("%s: %q does not name the key", raw, te.Msg)
 		}
 	}
+	// Values of the wrong form: named in the configuration's terms.
+	for raw, msg := range map[string]string{
+		`{"mtu": "1500"}`:                    `mtu: want a number, got "1500"`,
+		`{"mtu": 1500.5}`:                    `mtu: want a whole number, got 1500.5`,
+		`{"bridge": 5}`:                      `bridge: want a string, got 5`,
+		`{"ipMasq": "false"}`:                `ipMasq: want true or false, got "false"`,
+		`{"hairpinMode": 1}`:                 `hairpinMode: want true or false, got 1`,
+		`{"hostBindingIPv4": ["127.0.0.1"]}`: `hostBindingIPv4: want a string, got ["127.0.0.1"]`,
+		`{"runtimeConfig": {"portMappings": {"hostPort": 80}}}`:     `runtimeConfig.portMappings: want a list of objects, got {"hostPort":80}`,
+		`{"runtimeConfig": {"portMappings": [{"hostPort": "80"}]}}`: `runtimeConfig.portMappings.hostPort: want a number, got a string`,
+	} {
+		te := checkCode(t, d.ValidateConfig([]byte(raw)), types.ErrInvalidNetworkConfig)
+		if te.Msg != msg {
+			t.Errorf("%s: %q, want %q", raw, te.Msg, msg)
+		}
+	}
+	// JSON that does not parse at all is a decoding failure.
+	te := checkCode(t, d.ValidateConfig([]byte(`{"mtu": 1500`)), types.ErrDecodingFailure)
+	if !strings.Contains(te.Msg, "not valid JSON") {
+		t.Errorf("broken JSON: %q", te.Msg)
+	}
 	if err := d.ValidateConfig([]byte(`{"mtu": 1500, "hostBindingIPv4": "127.0.0.1"}`)); err != nil {
 		t.Errorf("good keys refused: %v", err)
 	}
@@ -60,4 +82,14 @@ func bridgeConf(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+func TestKnownKeys(t *testing.T) {
+	keys := (&Driver{}).KnownKeys()
+	for _, k := range []string{"bridge", "mtu", "isGateway", "ipMasq", "isolation", "enableICC", "hairpinMode",
+		"promiscMode", "hostBindingIPv4", "runtimeConfig"} {
+		if !slices.Contains(keys, k) {
+			t.Errorf("KnownKeys %v lacks %q", keys, k)
+		}
+	}
 }

@@ -12,7 +12,10 @@ const NetworkType = "cnm-null"
 // Driver is the null driver.
 type Driver struct{}
 
-var _ driverapi.Driver = (*Driver)(nil)
+var (
+	_ driverapi.Driver      = (*Driver)(nil)
+	_ driverapi.KeyDeclarer = (*Driver)(nil)
+)
 
 // Register registers the null driver with r.
 func Register(r driverapi.Registerer) error {
@@ -21,6 +24,10 @@ func Register(r driverapi.Registerer) error {
 
 // Type implements driverapi.Driver.
 func (*Driver) Type() string { return NetworkType }
+
+// KnownKeys implements driverapi.KeyDeclarer: the null driver reads no
+// keys of its own.
+func (*Driver) KnownKeys() []string { return nil }
 
 // CreateNetwork implements driverapi.Driver; a null network has no host state.
 func (*Driver) CreateNetwork(string, driverapi.NetworkInfo) error { return nil }
