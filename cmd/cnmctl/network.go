@@ -81,7 +81,7 @@ type removal struct {
 // networkView is what network ls and inspect show.
 type networkView struct {
 	*cnm.Network
-	Config    any            `json:"config,omitempty"`
+	Config    any            `json:"config,omitempty"` // the stored configuration, as JSON
 	Host      map[string]any `json:"host,omitempty"`
 	Endpoints int            `json:"endpoints"`
 	Joined    int            `json:"joined"`
@@ -90,6 +90,11 @@ type networkView struct {
 
 func describeNetwork(c *cnm.Controller, nw *cnm.Network) (*networkView, error) {
 	v := &networkView{Network: nw}
+	if len(nw.Config) > 0 {
+		// The configuration of the network's latest successful ADD: the
+		// one in force, which the host keys describe.
+		v.Config = nw.Config
+	}
 	eps, err := c.Endpoints(nw.Name)
 	if err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ type join struct {
 // Add attaches the request's container to the network: it resolves the
 // endpoint's identity, creates the endpoint if it does not exist, joins
 // it to the sandbox and returns the CNI result.
-func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, error) {
+func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, err error) {
 	if err := req.validateAttachment(); err != nil {
 		return nil, err
 	}
@@ -51,6 +51,9 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 		if err := v.ValidateConfig(req.Conf.Raw); err != nil {
 			return nil, err
 		}
+	}
+	if err := checkIPAMServes(req.Conf.IPAMConf); err != nil {
+		return nil, err
 	}
 	id, err := req.Conf.resolveIdentity(req.Args, req.ContainerID, req.IfName)
 	if err != nil {
@@ -70,12 +73,34 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	if err != nil {
 		return nil, newError(types.ErrInvalidNetNS, "CNI_NETNS: %v", err)
 	}
+	// An edited configuration is applied to the network, or refused,
+	// before anything else changes; undone if the ADD fails after all.
+	undo, err := c.updateNetwork(req, d)
+	if err != nil {
+		return nil, err
+	}
+	updated := false
+	defer func() {
+		if !updated && undo != nil {
+			if uerr := undo(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("put back the configuration of network %s: %w", req.Conf.Name, uerr))
+			}
+		}
+	}()
 	if err := c.releaseStaleJoin(ctx, req, sbx, id); err != nil {
 		return nil, err
 	}
 
 	j := &join{req: req, driver: d, sandbox: sbx}
 	err = c.reserve(j, id, static)
+	var gone *beingDeleted
+	if errors.As(err, &gone) {
+		if derr := c.finishDelete(ctx, req, gone.ep); derr != nil {
+			return nil, derr
+		}
+		j = &join{req: req, driver: d, sandbox: sbx}
+		err = c.reserve(j, id, static)
+	}
 	if needsRoom(err) {
 		// Runtimes that never send GC (containerd 1.6) would otherwise
 		// leave a small network full of expired reservations.
@@ -109,8 +134,17 @@ func (c *Controller) Add(ctx context.Context, req *Request) (*current.Result, er
 	}); err != nil {
 		return nil, fmt.Errorf("record join of endpoint %s: %w", j.ep.Name, err)
 	}
-	ok = true
+	ok, updated = true, true
 	return c.result(req.Conf, j.ep)
+}
+
+// beingDeleted is reserve's answer for an endpoint whose deletion is
+// under way or died half-way: the ADD finishes it, then makes the
+// endpoint anew.
+type beingDeleted struct{ ep *Endpoint }
+
+func (e *beingDeleted) Error() string {
+	return fmt.Sprintf("endpoint %s of network %s is being deleted", e.ep.Name, e.ep.Network)
 }
 
 // needsRoom reports whether an ADD failed for want of an address or of
@@ -163,6 +197,11 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 			return err
 		case nw.Driver != req.Conf.Type:
 			return invalidConfig("type: network %s exists with driver %q, not %q", nw.Name, nw.Driver, req.Conf.Type)
+		case !nw.DeletingSince.IsZero() && c.now().Sub(nw.DeletingSince) < staleDeletion:
+			return newError(types.ErrTryAgainLater, "network %s is being deleted; try again once it is gone", nw.Name)
+		case !nw.DeletingSince.IsZero():
+			// A deletion that died half-way: the network is made again.
+			nw.DeletingSince, nw.Ready = time.Time{}, false
 		}
 		j.nw = nw
 		if j.newNetwork {
@@ -251,6 +290,9 @@ func (c *Controller) newEndpoint(tx store.Tx, req *Request, id identity, static 
 // reuseEndpoint checks that a request for an existing endpoint asks for
 // nothing the endpoint does not hold: a reservation is never replaced.
 func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest) error {
+	if ep.State == StateDeleting {
+		return &beingDeleted{ep: ep}
+	}
 	if ep.Sandbox != nil {
 		return newError(CodeEndpointInUse, "endpoint %s of network %s is joined to sandbox %s (container %s)",
 			ep.Name, ep.Network, ep.Sandbox.Key, ep.Sandbox.ContainerID)
@@ -326,18 +368,26 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 }
 
 // provision makes what an endpoint needs before any sandbox joins it:
-// addresses from a delegated IPAM plugin, the driver's network on its
-// first use, and the driver's endpoint.
+// addresses from a delegated IPAM plugin (which give the network its
+// pools, or must fall in them), the driver's network on its first use,
+// and the driver's endpoint.
 func (c *Controller) provision(ctx context.Context, req *Request, nw *Network, d driverapi.Driver, ep *Endpoint) error {
-	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType && len(ep.Addresses) == 0 {
-		res, err := c.delegate(req, ep).Add(ctx)
-		if err != nil {
-			return fmt.Errorf("ipam %s: %w", ep.IPAM, err)
+	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType {
+		if len(ep.Addresses) == 0 {
+			res, err := c.delegate(req, ep).Add(ctx)
+			if err != nil {
+				return fmt.Errorf("ipam %s: %w", ep.IPAM, err)
+			}
+			ep.Addresses = addressesOf(res.IPs)
 		}
-		ep.Addresses = addressesOf(res.IPs)
+		// Also for addresses recorded by an ADD killed before the
+		// network was ready: they give its pools.
+		if err := fitPools(nw, ep); err != nil {
+			return err
+		}
 	}
 	if !nw.Ready {
-		if err := d.CreateNetwork(nw.ID, c.networkInfo(req.Conf)); err != nil {
+		if err := d.CreateNetwork(nw.ID, c.networkInfo(req.Conf, nw)); err != nil {
 			return fmt.Errorf("create network %s: %w", nw.Name, err)
 		}
 		nw.Ready = true

@@ -178,6 +178,14 @@ func (c *Controller) AddressUsage(nw *Network) (*Usage, error) {
 		}
 	}
 	if ic.Delegated() {
+		// The plugin keeps the count; the subnets are those it gave the
+		// network's first endpoint.
+		for _, p := range nw.Pools {
+			u.Subnets = append(u.Subnets, p.Subnet)
+			if p.Gateway != "" {
+				u.Gateways = append(u.Gateways, p.Gateway)
+			}
+		}
 		return u, nil
 	}
 	used := map[string]int{}

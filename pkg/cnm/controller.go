@@ -92,9 +92,26 @@ func (r *Request) driverOptions() driverapi.Options {
 	return driverapi.Options{Config: r.Conf.Raw, Args: r.Args.All, ContainerID: r.ContainerID, IfName: r.IfName}
 }
 
-func (c *Controller) networkInfo(conf *NetConf) driverapi.NetworkInfo {
+// networkInfo describes the request's network to its driver. Its pools
+// are the subnets of the built-in allocator's ranges or, with delegated
+// IPAM, those the plugin gave the network's first endpoint (nw.Pools;
+// none when nw is nil or has none yet).
+func (c *Controller) networkInfo(conf *NetConf, nw *Network) driverapi.NetworkInfo {
 	info := driverapi.NetworkInfo{Name: conf.Name, Config: conf.Raw}
-	if conf.IPAMConf == nil || conf.IPAMConf.Delegated() {
+	if conf.IPAMConf == nil {
+		return info
+	}
+	if conf.IPAMConf.Delegated() {
+		info.DelegatedIPAM = conf.IPAMConf.Type
+		if nw != nil {
+			for _, p := range nw.Pools {
+				_, subnet, err := net.ParseCIDR(p.Subnet)
+				if err != nil {
+					continue // recorded by delegatedPools, canonical
+				}
+				info.Pools = append(info.Pools, driverapi.Pool{Subnet: subnet, Gateway: net.ParseIP(p.Gateway)})
+			}
+		}
 		return info
 	}
 	// Every subnet of every range set is a pool: a set of several subnets

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/cnmnet/cnmnet/pkg/confcheck"
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
@@ -101,6 +102,9 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 	if err != nil {
 		return err
 	}
+	if mine, err := c.claimForDelete(ep); err != nil || !mine {
+		return err
+	}
 	if err := d.DeleteEndpoint(nw.ID, ep.ID); err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", ep.Name, err)
 	}
@@ -131,20 +135,67 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 	})
 }
 
+// claimForDelete marks ep as being deleted if its record is still the
+// one the caller decided to delete — the same endpoint, on the same
+// attachment or none — and reports whether it is. The store is locked per
+// transaction only: since the caller read ep, another process may have
+// joined it (an expired persistent endpoint that came back), or deleted
+// it; then it is not this caller's to delete. The mark keeps an ADD from
+// joining it while its driver state and addresses go.
+func (c *Controller) claimForDelete(ep *Endpoint) (bool, error) {
+	mine := false
+	err := c.store.Update(func(tx store.Tx) error {
+		cur, err := getEndpoint(tx, ep.Network, ep.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sameJoin := cur.Sandbox == nil && ep.Sandbox == nil ||
+			cur.Sandbox != nil && ep.Sandbox != nil && cur.Sandbox.sameAs(ep.Sandbox)
+		if cur.ID != ep.ID || !sameJoin {
+			return nil
+		}
+		mine = true
+		if cur.State == StateDeleting {
+			return nil
+		}
+		cur.State = StateDeleting
+		return putEndpoint(tx, cur, nil)
+	})
+	return mine, err
+}
+
 // deleteNetwork removes a network that has no endpoints: the driver's
 // host state, the address pool's bookkeeping and the record.
 func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
-	var busy bool
-	if err := c.store.View(func(tx store.Tx) error {
-		return tx.Scan(endpointPrefix(nw.Name), func(string, []byte) error {
+	// Checked and marked in one transaction: an ADD that comes after
+	// sees the mark and waits (11) rather than join a network whose host
+	// state is going.
+	err := c.store.Update(func(tx store.Tx) error {
+		busy := false
+		if err := tx.Scan(endpointPrefix(nw.Name), func(string, []byte) error {
 			busy = true
 			return errStopScan
-		})
-	}); err != nil && !errors.Is(err, errStopScan) {
+		}); err != nil && !errors.Is(err, errStopScan) {
+			return err
+		}
+		if busy {
+			return fmt.Errorf("network %s still has endpoints", nw.Name)
+		}
+		cur, err := getNetwork(tx, nw.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cur.DeletingSince = c.now().UTC()
+		return store.PutJSON(tx, networkKey(nw.Name), cur)
+	})
+	if err != nil {
 		return err
-	}
-	if busy {
-		return fmt.Errorf("network %s still has endpoints", nw.Name)
 	}
 	// Even a network that never became ready: a CreateNetwork killed
 	// half-way may have made host state, and DeleteNetwork is idempotent.
@@ -208,6 +259,9 @@ func LoadNetConfForDel(raw []byte) (*NetConf, error) {
 		Type           json.RawMessage `json:"type"`
 		DataDir        json.RawMessage `json:"dataDir"`
 		ReservationTTL json.RawMessage `json:"reservationTTL"`
+	}
+	if err := confcheck.ObjectError(raw); err != nil {
+		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)
 	}
 	if err := json.Unmarshal(raw, &top); err != nil {
 		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)

@@ -75,7 +75,7 @@ func (c *Controller) reclaimable(ep *Endpoint) bool {
 	if ep.Sandbox != nil {
 		return false
 	}
-	return !ep.Persistent || !ep.ExpiresAt.IsZero() && c.now().After(ep.ExpiresAt)
+	return !ep.Persistent || ep.State == StateDeleting || !ep.ExpiresAt.IsZero() && c.now().After(ep.ExpiresAt)
 }
 
 // reclaimExpired deletes the endpoints of the request's network that GC
@@ -107,6 +107,20 @@ func (c *Controller) reclaimExpired(ctx context.Context, req *Request) (int, err
 		freed++
 	}
 	return freed, errs.err(types.ErrInternal, "reclaim expired reservations of network "+nw.Name)
+}
+
+// finishDelete completes the deletion of an endpoint marked deleting.
+func (c *Controller) finishDelete(ctx context.Context, req *Request, ep *Endpoint) error {
+	var nw *Network
+	err := c.store.View(func(tx store.Tx) error {
+		var err error
+		nw, err = getNetwork(tx, ep.Network)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return c.destroy(ctx, req, nw, ep)
 }
 
 // scanEndpoints calls fn with each endpoint record of network.

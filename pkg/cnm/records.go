@@ -25,6 +25,9 @@ const (
 	StateJoined = "joined"
 	// StateLeft: was joined, keeps its reservation.
 	StateLeft = "left"
+	// StateDeleting: being deleted (or a deletion died half-way: DEL, GC
+	// or the next ADD of the same name finishes it).
+	StateDeleting = "deleting"
 )
 
 // Network is the stored record of a CNM network.
@@ -35,10 +38,31 @@ type Network struct {
 	Created time.Time `json:"created"`
 	// Ready is set once the driver's CreateNetwork succeeded.
 	Ready bool `json:"ready"`
+	// DeletingSince is set while the network is being deleted: no ADD
+	// joins it. One whose deletion died half-way (older than
+	// staleDeletion) is taken back by the next ADD, which makes its host
+	// state again.
+	DeletingSince time.Time `json:"deletingSince,omitzero"`
 	// Config is the network configuration of the latest ADD, without its
 	// per-request parts, for operations without a runtime (cnmctl).
 	Config json.RawMessage `json:"config,omitempty"`
+	// Pools are the subnets and gateways of a network whose addresses a
+	// delegated IPAM plugin hands out, as the plugin gave them to the
+	// network's first endpoint; the driver was made with them, and a
+	// later endpoint's addresses must fall in them. Built-in IPAM needs
+	// none: its ranges say.
+	Pools []Pool `json:"pools,omitempty"`
 }
+
+// Pool is one subnet of a network, with its gateway ("" for none).
+type Pool struct {
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway,omitempty"`
+}
+
+// staleDeletion is how long a network deletion may take before an ADD
+// takes it for one that died: a deletion takes well under a second.
+const staleDeletion = 30 * time.Second
 
 // Endpoint is the stored record of a CNM endpoint.
 type Endpoint struct {

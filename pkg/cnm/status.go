@@ -62,7 +62,7 @@ func (c *Controller) Status(ctx context.Context, req *Request) error {
 		}
 	}
 	if sr, ok := d.(driverapi.StatusReporter); ok {
-		if err := sr.Status(c.networkInfo(req.Conf)); err != nil {
+		if err := sr.Status(c.networkInfo(req.Conf, nil)); err != nil {
 			return unavailable("driver %s: %v", req.Conf.Type, err)
 		}
 	}

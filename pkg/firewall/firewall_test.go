@@ -184,7 +184,7 @@ var _ = Describe("Firewall", func() {
 
 			inNS(hostNS, func() error { return fw.RemoveNetwork(net1) })
 			kept := saveRules(hostNS, "iptables-save")
-			Expect(kept).To(ContainSubstring(":" + firewall.ChainForward + " "), "net2 still uses the shared chains")
+			Expect(kept).To(ContainSubstring(":"+firewall.ChainForward+" "), "net2 still uses the shared chains")
 			Expect(linesContaining(kept, "-j "+firewall.ChainForward)).To(HaveLen(1))
 			inNS(hostNS, func() error { return fw.Check(net2, []firewall.PortMapping{tcp(9090, "10.2.0.7", 90)}) })
 

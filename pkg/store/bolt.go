@@ -38,11 +38,15 @@ type Options struct {
 	MustExist bool
 }
 
-// FileStore is the embedded store: one bbolt file, held under an
-// exclusive lock from Open to Close.
+// FileStore is the embedded store: one bbolt file. The directory's lock
+// is held for each transaction, not from Open to Close, so that a plugin
+// waiting on something else (an iptables-restore, a delegated IPAM
+// plugin) does not keep every other plugin of the host waiting too; bbolt
+// is opened for each transaction under it, since bbolt takes the file
+// for as long as it is open and keeps its free pages in memory.
 type FileStore struct {
-	db   *bolt.DB
-	lock *lockFile
+	dir, path string
+	wait      time.Duration
 }
 
 var _ Store = (*FileStore)(nil)
@@ -65,41 +69,38 @@ func Open(dir string, opts Options) (*FileStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := openLocked(filepath.Join(dir, FileName), opts.LockWait)
-	if err != nil {
-		lock.release()
+	defer lock.release()
+	s := &FileStore{dir: dir, path: filepath.Join(dir, FileName), wait: opts.LockWait}
+	if err := s.checkLocked(); err != nil {
 		return nil, err
 	}
-	s.lock = lock
 	return s, nil
 }
 
-// openLocked opens the store file of a directory whose lock it holds.
-func openLocked(path string, wait time.Duration) (*FileStore, error) {
+// checkLocked makes the store file if it is missing and checks that it
+// is one this build reads, under the directory's lock.
+func (s *FileStore) checkLocked() error {
+	path := s.path
 	if err := createIfMissing(path); err != nil {
-		return nil, err
+		return err
 	}
 	// A zero-length file is what a crash mid-creation would leave if the
 	// file were created in place; since it is not, it means damage, and
 	// bbolt would silently re-initialise it.
 	if st, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("stat store %s: %w", path, err)
+		return fmt.Errorf("stat store %s: %w", path, err)
 	} else if st.Size() == 0 {
-		return nil, fmt.Errorf("%w: %s is empty", ErrCorrupt, path)
+		return fmt.Errorf("%w: %s is empty", ErrCorrupt, path)
 	}
 	if err := checkFile(path); err != nil {
-		return nil, err
+		return err
 	}
-	db, err := openBolt(path, wait)
+	db, err := openBolt(path, s.wait)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s := &FileStore{db: db}
-	if err := s.checkSchema(path); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return s, nil
+	defer db.Close()
+	return checkSchema(db, path)
 }
 
 // requireStore fails with ErrNoStore unless dir holds a store file.
@@ -225,8 +226,8 @@ func openBolt(path string, wait time.Duration) (db *bolt.DB, err error) {
 	}
 }
 
-func (s *FileStore) checkSchema(path string) error {
-	return s.View(func(tx Tx) error {
+func checkSchema(db *bolt.DB, path string) error {
+	return inTx(db, false, func(tx Tx) error {
 		v, err := tx.Get(string(schemaKey))
 		if err != nil {
 			return fmt.Errorf("%w: %s has no schema version", ErrCorrupt, path)
@@ -240,27 +241,46 @@ func (s *FileStore) checkSchema(path string) error {
 }
 
 // View implements Store.
-func (s *FileStore) View(fn func(Tx) error) error {
-	return guard(func() error {
-		return s.db.View(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
-	})
-}
+func (s *FileStore) View(fn func(Tx) error) error { return s.transact(false, fn) }
 
 // Update implements Store.
-func (s *FileStore) Update(fn func(Tx) error) error {
-	return guard(func() error {
-		return s.db.Update(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
-	})
-}
+func (s *FileStore) Update(fn func(Tx) error) error { return s.transact(true, fn) }
 
-// Close implements Store.
-func (s *FileStore) Close() error {
-	err := s.db.Close()
-	if s.lock != nil {
-		err = errors.Join(err, s.lock.release())
+// transact runs fn in one transaction under the directory's lock, which
+// it waits for at most the store's LockWait (then ErrLocked). bbolt's own
+// lock on the file is free by then: only holders of the directory's lock
+// open it.
+func (s *FileStore) transact(write bool, fn func(Tx) error) error {
+	lock, err := acquire(s.dir, s.wait)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+	db, err := openBolt(s.path, s.wait)
+	if err != nil {
+		return err
+	}
+	err = inTx(db, write, fn)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close store %s: %w", s.path, cerr)
 	}
 	return err
 }
+
+// inTx runs fn in a bbolt transaction of db, damage turned into errors.
+func inTx(db *bolt.DB, write bool, fn func(Tx) error) error {
+	return guard(func() error {
+		run := db.View
+		if write {
+			run = db.Update
+		}
+		return run(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
+	})
+}
+
+// Close implements Store. A FileStore holds nothing between
+// transactions.
+func (s *FileStore) Close() error { return nil }
 
 func guard(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

@@ -31,7 +31,8 @@ const (
 
 // Child modes.
 const (
-	// modeHold opens the store, reports "ready", and holds it until its
+	// modeHold opens the store, reports "ready" from inside a
+	// transaction, and holds it (the transaction, so the lock) until its
 	// standard input is closed.
 	modeHold = "hold"
 	// modeWrite opens the store, reports "ready", and commits one
@@ -94,9 +95,12 @@ func runChild(mode, dir string) int {
 	}
 	switch mode {
 	case modeHold:
-		fmt.Println("ready")
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		if err := s.Close(); err != nil {
+		err := s.Update(func(store.Tx) error {
+			fmt.Println("ready")
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			return nil
+		})
+		if err := errors.Join(err, s.Close()); err != nil {
 			fmt.Fprintln(os.Stderr, "child: close:", err)
 			return 2
 		}

@@ -499,41 +499,74 @@ var _ = Describe("Prefixed", func() {
 var _ = Describe("the lock", func() {
 	const wait = 200 * time.Millisecond
 
-	It("makes a second Open fail with ErrLocked after about LockWait, and lets it in after Close", func() {
-		dir := GinkgoT().TempDir()
-		first, err := store.Open(dir, store.Options{})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { _ = first.Close() })
-
-		start := time.Now()
-		second, err := store.Open(dir, store.Options{LockWait: wait})
-		elapsed := time.Since(start)
-		Expect(err).To(MatchError(store.ErrLocked))
-		Expect(second).To(BeNil())
-		// bbolt polls every 50ms and gives up once less than a poll is left.
-		Expect(elapsed).To(BeNumerically(">=", wait-60*time.Millisecond))
-		Expect(elapsed).To(BeNumerically("<", wait+time.Second))
-
-		Expect(first.Close()).To(Succeed())
-		second, err = store.Open(dir, store.Options{LockWait: wait})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(second.Close()).To(Succeed())
-	})
-
-	It("waits for a holder that closes within LockWait", func() {
-		dir := GinkgoT().TempDir()
-		first, err := store.Open(dir, store.Options{})
-		Expect(err).NotTo(HaveOccurred())
-		put(first, "a", "1")
+	// holdTx keeps a transaction of s open until the returned func is
+	// called: what a plugin in the middle of a commit does.
+	holdTx := func(s store.Store) (release func()) {
+		held, done := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer GinkgoRecover()
-			time.Sleep(150 * time.Millisecond)
-			Expect(first.Close()).To(Succeed())
+			Expect(s.Update(func(store.Tx) error {
+				close(held)
+				<-done
+				return nil
+			})).To(Succeed())
 		}()
+		<-held
+		return func() { close(done) }
+	}
+
+	It("is held for a transaction only: two stores open at once both work", func() {
+		dir := GinkgoT().TempDir()
+		first, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(first.Close)
+		second, err := store.Open(dir, store.Options{LockWait: wait})
+		Expect(err).NotTo(HaveOccurred(), "an open store holds no lock between transactions")
+		DeferCleanup(second.Close)
+		put(first, "a", "1")
+		Expect(get(second, "a")).To(Equal([]byte("1")))
+		put(second, "b", "2")
+		Expect(get(first, "b")).To(Equal([]byte("2")))
+	})
+
+	It("makes a transaction (or an Open) fail with ErrLocked after about LockWait while another one runs", func() {
+		dir := GinkgoT().TempDir()
+		first, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
+		second, err := store.Open(dir, store.Options{LockWait: wait})
+		Expect(err).NotTo(HaveOccurred())
+		release := holdTx(first)
+
+		start := time.Now()
+		err = second.Update(func(tx store.Tx) error { return tx.Put("x", nil) })
+		elapsed := time.Since(start)
+		Expect(err).To(MatchError(store.ErrLocked))
+		Expect(elapsed).To(BeNumerically(">=", wait-60*time.Millisecond))
+		Expect(elapsed).To(BeNumerically("<", wait+time.Second))
+		_, err = store.Open(dir, store.Options{LockWait: wait})
+		Expect(err).To(MatchError(store.ErrLocked))
+
+		release()
+		Eventually(func() error { return second.View(func(store.Tx) error { return nil }) }).Should(Succeed())
+		Expect(second.View(func(tx store.Tx) error {
+			_, err := tx.Get("x")
+			return err
+		})).To(MatchError(store.ErrNotFound), "the timed-out transaction committed nothing")
+	})
+
+	It("lets a transaction wait for one that ends within LockWait", func() {
+		dir := GinkgoT().TempDir()
+		first, err := store.Open(dir, store.Options{})
+		Expect(err).NotTo(HaveOccurred())
 		second, err := store.Open(dir, store.Options{LockWait: 3 * time.Second})
 		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(second.Close)
-		Expect(get(second, "a")).To(Equal([]byte("1")))
+		release := holdTx(first)
+		go func() {
+			time.Sleep(150 * time.Millisecond)
+			release()
+		}()
+		put(second, "a", "1")
+		Expect(get(first, "a")).To(Equal([]byte("1")))
 	})
 })
 

@@ -238,8 +238,12 @@ var _ = Describe("cnmctl", func() {
 		s, err := store.Open(w.dataDir, store.Options{})
 		Expect(err).NotTo(HaveOccurred())
 		defer s.Close()
-		_, errOut, code := w.cnmctl("--wait", "300ms", "network", "ls")
-		Expect(code).To(Equal(75))
-		Expect(errOut).To(ContainSubstring("locked"))
+		// A plugin holds the store for as long as one of its transactions.
+		Expect(s.Update(func(store.Tx) error {
+			_, errOut, code := w.cnmctl("--wait", "300ms", "network", "ls")
+			Expect(code).To(Equal(75))
+			Expect(errOut).To(ContainSubstring("locked"))
+			return nil
+		})).To(Succeed())
 	})
 })

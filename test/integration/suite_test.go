@@ -18,7 +18,7 @@ func TestIntegration(t *testing.T) {
 }
 
 // binDir holds the plugins under test, built once for the suite, plus
-// host-local for delegated IPAM.
+// host-local and static for delegated IPAM.
 var binDir string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
@@ -43,7 +43,7 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	Expect(cmd.Run()).To(Succeed())
 	// The reference plugins of the plugins module go.mod requires: the
 	// current ones, with CNI 1.1's GC and STATUS.
-	for _, ref := range []string{"host-local", "portmap", "bandwidth", "tuning", "firewall"} {
+	for _, ref := range []string{"host-local", "static", "portmap", "bandwidth", "tuning", "firewall"} {
 		_, err = testbin.Build(ref, dir)
 		Expect(err).NotTo(HaveOccurred())
 	}

@@ -85,6 +85,9 @@ type network struct {
 	Hairpin         bool     `json:"hairpin"`
 	Promisc         bool     `json:"promisc"`
 	HostBindingIPv4 string   `json:"hostBindingIPv4,omitempty"`
+	// MTUDefault: no mtu key gave MTU, the host's when the network was
+	// made; it is kept until a configuration names one.
+	MTUDefault bool `json:"mtuDefault,omitempty"`
 	// Origin is originCreated or originAdopted; "" in a record written
 	// before ownership was tracked. Whether the bridge is deleted goes by
 	// its alias all the same (see releaseBridge).
@@ -148,6 +151,11 @@ func defaultBridgeName(network string) string {
 // idempotent, and a failure leaves nothing it created behind; a bridge
 // that existed before is used, never deleted.
 func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) error {
+	unlock, err := hostLock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	n, err := d.planNetwork(nid, info)
 	if err != nil {
 		return err
@@ -206,6 +214,9 @@ func (d *Driver) planNetwork(nid string, info driverapi.NetworkInfo) (*network, 
 	if err != nil {
 		return nil, err
 	}
+	if len(info.Pools) == 0 && info.DelegatedIPAM != "" {
+		return nil, invalid("ipam: %s gave the first endpoint of network %s no address; a %s network needs one", info.DelegatedIPAM, info.Name, NetworkType)
+	}
 	if len(info.Pools) == 0 {
 		return nil, invalid("ipam: a %s network needs address ranges", NetworkType)
 	}
@@ -228,16 +239,22 @@ func (d *Driver) planNetwork(nid string, info driverapi.NetworkInfo) (*network, 
 	for _, p := range info.Pools {
 		n.Subnets = append(n.Subnets, p.Subnet.String())
 		if p.Gateway != nil {
-			n.Gateways = append(n.Gateways, (&net.IPNet{IP: p.Gateway, Mask: p.Subnet.Mask}).String())
+			n.Gateways = append(n.Gateways, gatewayCIDR(p))
 		}
 	}
 	if n.MTU == 0 {
-		n.MTU = defaultRouteMTU()
+		n.MTU, n.MTUDefault = defaultRouteMTU(), true
 	}
 	if err := d.checkConflicts(n); err != nil {
 		return nil, err
 	}
 	return n, nil
+}
+
+// gatewayCIDR is the pool's gateway with the subnet's prefix, as it goes
+// on the bridge.
+func gatewayCIDR(p driverapi.Pool) string {
+	return (&net.IPNet{IP: p.Gateway, Mask: p.Subnet.Mask}).String()
 }
 
 // checkConflicts refuses a network whose bridge or subnets another bridge
@@ -301,13 +318,21 @@ func (d *Driver) repairNetwork(n *network) error {
 	if _, err := netlink.LinkByName(n.Bridge); err == nil {
 		return nil
 	}
+	unlock, err := hostLock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := netlink.LinkByName(n.Bridge); err == nil {
+		return nil // another process repaired it while we waited
+	}
 	if err := d.setUpHost(n); err != nil {
 		return err
 	}
 	if err := d.reattachPorts(n); err != nil {
 		return err
 	}
-	return d.syncPorts(n)
+	return d.syncPortsLocked(n)
 }
 
 // reattachPorts plugs the network's host veths, which a deleted bridge
@@ -344,6 +369,11 @@ func (d *Driver) reattachPorts(n *network) error {
 // DeleteNetwork implements driverapi.Driver: the firewall chains, and
 // the bridge if cnmnet made it, else the addresses cnmnet added to it.
 func (d *Driver) DeleteNetwork(nid string) error {
+	unlock, err := hostLock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	n, err := d.network(nid)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil

@@ -331,6 +331,18 @@ func (d *Driver) releasePorts(n *network, eid string) error {
 // operation, and the bridge's route_localnet on exactly while one of them
 // is reachable on 127.0.0.1: switched on before the rules, off after.
 func (d *Driver) syncPorts(n *network, leftOut ...string) error {
+	unlock, err := hostLock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return d.syncPortsLocked(n, leftOut...)
+}
+
+// syncPortsLocked is syncPorts for a caller holding the host lock: the
+// ports are read from the store and written to the firewall with no
+// other sync in between, so the last write is of the latest state.
+func (d *Driver) syncPortsLocked(n *network, leftOut ...string) error {
 	mappings, err := d.networkPorts(n.ID, leftOut)
 	if err != nil {
 		return err

@@ -28,11 +28,17 @@ func (d *Driver) NetworkOperInfo(nid string) (map[string]any, error) {
 	if br, err := netlink.LinkByName(n.Bridge); err == nil {
 		owned = ownedBy(br, nid)
 	}
-	return map[string]any{
-		"bridge": n.Bridge, "mtu": n.MTU, "ipMasq": n.IPMasq, "isolation": n.Isolation, "enableICC": n.ICC,
+	// The configuration in force, under the keys that set it.
+	info := map[string]any{
+		"bridge": n.Bridge, "mtu": n.MTU, "isGateway": n.IsGateway, "ipMasq": n.IPMasq, "isolation": n.Isolation,
+		"enableICC": n.ICC, "hairpinMode": n.Hairpin, "promiscMode": n.Promisc, "subnets": n.Subnets,
 		// Whether network rm deletes the bridge (see releaseBridge).
 		"bridgeOwned": owned,
-	}, nil
+	}
+	if n.HostBindingIPv4 != "" {
+		info["hostBindingIPv4"] = n.HostBindingIPv4
+	}
+	return info, nil
 }
 
 // Orphans implements driverapi.Janitor: host veths cnmnet made on the
