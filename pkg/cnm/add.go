@@ -347,9 +347,13 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 		return nil
 	}
 	// Record the names before moving the interface, so that a DEL after a
-	// crash in the move knows what to remove from the sandbox.
-	if err := c.store.Update(func(tx store.Tx) error { return putEndpoint(tx, ep, nil) }); err != nil {
-		return fmt.Errorf("record join of endpoint %s: %w", ep.Name, err)
+	// crash in the move knows what to remove from the sandbox. An
+	// interface the driver made in the sandbox goes with the driver's
+	// Leave (the peer of its host veth), so it needs no commit of its own.
+	if !ep.Sandbox.InSandbox {
+		if err := c.store.Update(func(tx store.Tx) error { return putEndpoint(tx, ep, nil) }); err != nil {
+			return fmt.Errorf("record join of endpoint %s: %w", ep.Name, err)
+		}
 	}
 	fault.Point("add:recorded")
 	att, err := sandbox.Attach(j.sandbox, sandboxInterface(ep))

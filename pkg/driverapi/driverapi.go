@@ -142,7 +142,10 @@ type JoinInfo interface {
 	// SetNamesInSandbox is SetNames for an interface the driver created
 	// inside the sandbox already (a veth whose peer it made there):
 	// moving a link between namespaces costs the kernel far more than
-	// making it in place. The core renames and configures it.
+	// making it in place. The core renames and configures it. The
+	// driver's Leave must remove it with its host side (deleting a veth's
+	// host end deletes its peer): after a crash the core may not know its
+	// name.
 	SetNamesInSandbox(srcName, dstName string) error
 	// SetGateway sets the IPv4 default gateway of the sandbox.
 	SetGateway(net.IP) error

@@ -155,6 +155,9 @@ func (h *harness) newEnv(s envSpec) (*env, error) {
 			"dataDir": e.dataDir,
 			"ipMasq":  true,
 			"ipam":    map[string]any{"type": "cnm", "ranges": [][]map[string]string{{{"subnet": s.subnet}}}},
+			// The scale runs stand endpoints in with persistent
+			// reservations: far more than the default cap allows.
+			"maxPersistentEndpoints": 20000,
 		}
 		if s.ports {
 			p["capabilities"] = map[string]bool{"portMappings": true}

@@ -131,7 +131,10 @@ func main() {
 
 	var res *Results
 	if o.from != "" {
-		res, err = load(o.from)
+		// The goals are this build's: a run is judged by them again.
+		if res, err = load(o.from); err == nil {
+			res.Targets = targets(res)
+		}
 	} else {
 		res, err = run(o)
 	}

@@ -35,7 +35,12 @@ func targets(res *Results) []Target {
 		if scen == "port" {
 			name = "sequential ADD+DEL p50 with one published port, cnm-bridge / bridge+host-local+portmap"
 		}
-		out = append(out, Target{Name: name, Goal: "≤ 0.5×", Value: r, Shown: fmt.Sprintf("%.2f×", r), Met: r > 0 && r <= 0.5})
+		// The issue "correct under change" asks 0.3× of the plain case.
+		goal := 0.3
+		if scen == "port" {
+			goal = 0.5
+		}
+		out = append(out, Target{Name: name, Goal: fmt.Sprintf("≤ %.1f×", goal), Value: r, Shown: fmt.Sprintf("%.2f×", r), Met: r > 0 && r <= goal})
 	}
 	for _, b := range res.Burst {
 		if b.Width != 50 {
@@ -46,8 +51,8 @@ func targets(res *Results) []Target {
 			Value: float64(c.AddErrors.Count + c.DelErrors.Count), Shown: fmt.Sprint(c.AddErrors.Count + c.DelErrors.Count),
 			Met: c.AddErrors.Count+c.DelErrors.Count == 0})
 		r := ratio(c.AddWallMs, f.AddWallMs)
-		out = append(out, Target{Name: "burst of 100 at 50-wide: ADD wall time, cnm-bridge / bridge+host-local", Goal: "≤ 0.5×",
-			Value: r, Shown: fmt.Sprintf("%.2f×", r), Met: r > 0 && r <= 0.5})
+		out = append(out, Target{Name: "burst of 100 at 50-wide: ADD wall time, cnm-bridge / bridge+host-local", Goal: "≤ 0.25×",
+			Value: r, Shown: fmt.Sprintf("%.2f×", r), Met: r > 0 && r <= 0.25})
 	}
 	if n := len(res.Scale); n >= 2 {
 		lo, hi := res.Scale[0], res.Scale[n-1]
@@ -253,9 +258,11 @@ func markdown(res *Results) string {
 				v.ParallelN, v.ParallelN, v.ParallelMovesMs, float64(v.ParallelN)*v.MoveMs, verdict)
 		}
 		if l := p.BurstLock; l != nil && l.Adds > 0 {
-			fmt.Fprintf(&b, "Store lock during a %d-wide burst of %d ADDs of the profiling copy (wall %.0f ms, %d errors): "+
-				"each ADD waited %.1f ms on average (max %.0f ms) to open the store and then held it %.1f ms; "+
-				"the holds add up to %.0f ms, the lock was held %.0f ms and free %.0f ms of the burst; "+
+			// The store is locked per transaction: open to close is the
+			// span of an ADD's store work, not a lock hold.
+			fmt.Fprintf(&b, "Store during a %d-wide burst of %d ADDs of the profiling copy (wall %.0f ms, %d errors): "+
+				"each ADD waited %.1f ms on average (max %.0f ms) for its first transaction and then kept the store open %.1f ms "+
+				"(locked only during its transactions); open spans add up to %.0f ms, a store was open %.0f ms and none %.0f ms of the burst; "+
 				"exec to store open took %.1f ms on average.\n\n",
 				l.Width, l.Adds, l.WallMs, l.Errors, l.WaitMeanMs, l.WaitMaxMs, l.HeldMeanMs, l.HeldSumMs, l.BusyMs, l.IdleMs, l.StartMeanMs)
 		}
