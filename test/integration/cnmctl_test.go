@@ -20,10 +20,17 @@ import (
 // cnmctl runs the operator's tool in the world's host namespace on the
 // world's store and returns its stdout, stderr and exit code.
 func (w *world) cnmctl(args ...string) (string, string, int) {
+	return cnmctlIn(w.hostNS, append([]string{"--data-dir", w.dataDir, "--cni-path", binDir}, args...)...)
+}
+
+// cnmctlIn runs cnmctl with exactly args in the namespace n and returns
+// its stdout, stderr and exit code.
+func cnmctlIn(n ns.NetNS, args ...string) (string, string, int) {
+	GinkgoHelper()
 	var stdout, stderr bytes.Buffer
 	code := 0
-	Expect(w.hostNS.Do(func(ns.NetNS) error {
-		cmd := exec.Command(filepath.Join(binDir, "cnmctl"), append([]string{"--data-dir", w.dataDir, "--cni-path", binDir}, args...)...)
+	Expect(n.Do(func(ns.NetNS) error {
+		cmd := exec.Command(filepath.Join(binDir, "cnmctl"), args...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
 		var ee *exec.ExitError

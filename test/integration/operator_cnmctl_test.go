@@ -1,10 +1,7 @@
 package integration_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -111,18 +108,7 @@ var _ = Describe("cnmctl tells the truth", func() {
 		Expect(err).NotTo(HaveOccurred())
 		other := newNS()
 		run := func(args ...string) (string, string, int) {
-			var stdout, stderr bytes.Buffer
-			code := 0
-			Expect(other.Do(func(ns.NetNS) error {
-				cmd := exec.Command(filepath.Join(binDir, "cnmctl"), append([]string{"--data-dir", w.dataDir}, args...)...)
-				cmd.Stdout, cmd.Stderr = &stdout, &stderr
-				var ee *exec.ExitError
-				if err := cmd.Run(); errors.As(err, &ee) {
-					code = ee.ExitCode()
-				}
-				return nil
-			})).To(Succeed())
-			return stdout.String(), stderr.String(), code
+			return cnmctlIn(other, append([]string{"--data-dir", w.dataDir}, args...)...)
 		}
 		out, _, code := run("check")
 		Expect(code).To(Equal(3), out)
@@ -183,20 +169,4 @@ var _ = Describe("cnmctl tells the truth", func() {
 })
 
 // runCnmctl runs cnmctl with exactly args, in a namespace of its own.
-func runCnmctl(args ...string) (string, string, int) {
-	var stdout, stderr bytes.Buffer
-	code := 0
-	Expect(newNS().Do(func(ns.NetNS) error {
-		cmd := exec.Command(filepath.Join(binDir, "cnmctl"), args...)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		cmd.Env = os.Environ()
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-			return nil
-		}
-		return err
-	})).To(Succeed())
-	return stdout.String(), stderr.String(), code
-}
+func runCnmctl(args ...string) (string, string, int) { return cnmctlIn(newNS(), args...) }

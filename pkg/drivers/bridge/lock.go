@@ -1,13 +1,9 @@
 package bridge
 
 import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/cnmnet/cnmnet/pkg/hostlock"
 )
 
 // hostLockFile serialises, across the plugin processes of a host, what
@@ -23,29 +19,7 @@ const hostLockFile = "/run/cnmnet/bridge.lock"
 const hostLockWait = 30 * time.Second
 
 // hostLock takes the driver's host lock and returns its release. Never
-// take it while holding it: a second flock in one process blocks too.
+// take it while holding it.
 func hostLock() (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(hostLockFile), 0o755); err != nil {
-		return nil, fmt.Errorf("bridge lock: %w", err)
-	}
-	f, err := os.OpenFile(hostLockFile, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("bridge lock: %w", err)
-	}
-	deadline := time.Now().Add(hostLockWait)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("bridge lock %s: %w", hostLockFile, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("bridge lock %s: still held by another process after %s", hostLockFile, hostLockWait)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	return hostlock.Acquire(hostLockFile, "bridge", hostLockWait)
 }
