@@ -1,14 +1,20 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
 )
 
 // Delegate runs an IPAM plugin for one endpoint. ContainerID is the
@@ -31,9 +37,13 @@ func (d Delegate) Add(ctx context.Context) (*current.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := invoke.ExecPluginWithResult(ctx, plugin, d.NetConf, d.args("ADD"), nil)
+	out, err := execPlugin(ctx, plugin, d.NetConf, d.env("ADD"))
 	if err != nil {
 		return nil, pluginErr(d.Type, "ADD", err)
+	}
+	res, err := create.CreateFromBytes(out)
+	if err != nil {
+		return nil, fmt.Errorf("ipam plugin %s: ADD: decode result: %w", d.Type, err)
 	}
 	cur, err := current.NewResultFromResult(res)
 	if err != nil {
@@ -57,24 +67,63 @@ func (d Delegate) run(ctx context.Context, command string) error {
 	if err != nil {
 		return err
 	}
-	if err := invoke.ExecPluginWithoutResult(ctx, plugin, d.NetConf, d.args(command), nil); err != nil {
+	if _, err := execPlugin(ctx, plugin, d.NetConf, d.env(command)); err != nil {
 		return pluginErr(d.Type, command, err)
 	}
 	return nil
 }
 
-// args sets every CNI_* variable explicitly: invoke.Args appends them after
-// os.Environ() and the later value wins, so an inherited CNI_CONTAINERID
-// (the container's) cannot replace ours.
-func (d Delegate) args(command string) *invoke.Args {
-	return &invoke.Args{
-		Command:       command,
-		ContainerID:   d.ContainerID,
-		NetNS:         d.NetNS,
-		IfName:        d.IfName,
-		PluginArgsStr: d.Args,
-		Path:          d.Path,
+// env sets every CNI_* variable explicitly: they come after os.Environ()
+// and the later value wins, so an inherited CNI_CONTAINERID (the
+// container's) cannot replace ours.
+func (d Delegate) env(command string) []string {
+	return cniEnv(command, d.ContainerID, d.NetNS, d.IfName, d.Args, d.Path)
+}
+
+func cniEnv(command, containerID, netns, ifName, args, path string) []string {
+	return []string{
+		"CNI_COMMAND=" + command,
+		"CNI_CONTAINERID=" + containerID,
+		"CNI_NETNS=" + netns,
+		"CNI_IFNAME=" + ifName,
+		"CNI_ARGS=" + args,
+		"CNI_PATH=" + path,
 	}
+}
+
+// execPlugin runs a CNI plugin as a runtime does — the verb and the
+// attachment in the environment, the configuration on stdin — and
+// returns its stdout; a failure is the plugin's *types.Error when it
+// printed one. This is the protocol itself rather than the reference
+// library's invoke package, which would bring net/http, crypto/tls and
+// OpenTelemetry into every plugin binary and slow every start.
+func execPlugin(ctx context.Context, plugin string, stdin []byte, cniVars []string) ([]byte, error) {
+	var stdout bytes.Buffer
+	var err error
+	// A plugin binary being written (an install) is "text file busy".
+	for try := 0; try <= 5; try++ {
+		stdout.Reset()
+		cmd := exec.CommandContext(ctx, plugin)
+		cmd.Env = append(os.Environ(), cniVars...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+		if err = cmd.Run(); err == nil || !strings.Contains(err.Error(), "text file busy") {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return nil, err
+	}
+	te := &types.Error{}
+	if json.Unmarshal(stdout.Bytes(), te) == nil && (te.Code != 0 || te.Msg != "") {
+		return nil, te
+	}
+	return nil, fmt.Errorf("%w: %s", err, bytes.TrimSpace(stdout.Bytes()))
 }
 
 // DelegateGC runs GC; netconf already lists cni.dev/valid-attachments.
@@ -94,8 +143,7 @@ func runNetworkCommand(ctx context.Context, command, pluginType string, netconf 
 	if err != nil {
 		return err
 	}
-	args := &invoke.Args{Command: command, Path: path}
-	if err := invoke.ExecPluginWithoutResult(ctx, plugin, netconf, args, nil); err != nil {
+	if _, err := execPlugin(ctx, plugin, netconf, cniEnv(command, "", "", "", "", path)); err != nil {
 		return pluginErr(pluginType, command, err)
 	}
 	return nil
@@ -109,11 +157,13 @@ func findPlugin(pluginType, path string) (string, error) {
 	if path == "" {
 		return "", &notFoundError{fmt.Errorf("ipam plugin %s: empty CNI_PATH", pluginType)}
 	}
-	plugin, err := invoke.FindInPath(pluginType, filepath.SplitList(path))
-	if err != nil {
-		return "", &notFoundError{fmt.Errorf("ipam plugin %s: %w", pluginType, err)}
+	for _, dir := range filepath.SplitList(path) {
+		plugin := filepath.Join(dir, pluginType)
+		if st, err := os.Stat(plugin); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			return plugin, nil
+		}
 	}
-	return plugin, nil
+	return "", &notFoundError{fmt.Errorf("ipam plugin %s: failed to find plugin %q in path %v", pluginType, pluginType, filepath.SplitList(path))}
 }
 
 // ErrPluginNotFound is matched (errors.Is) by the error of a delegated

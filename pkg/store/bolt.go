@@ -65,7 +65,7 @@ func Open(dir string, opts Options) (*FileStore, error) {
 	if err := ensureDir(dir); err != nil {
 		return nil, err
 	}
-	lock, err := acquire(dir, opts.LockWait)
+	lock, err := acquire(dir, opts.LockWait, false)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (s *FileStore) checkLocked() error {
 	if err := checkFile(path); err != nil {
 		return err
 	}
-	db, err := openBolt(path, s.wait)
+	db, err := openBolt(path, s.wait, false)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func syncDir(dir string) error {
 	return nil
 }
 
-func openBolt(path string, wait time.Duration) (db *bolt.DB, err error) {
+func openBolt(path string, wait time.Duration, readOnly bool) (db *bolt.DB, err error) {
 	// bbolt panics on some kinds of damage instead of returning an error,
 	// and reads pages straight from the mmap: a damaged page would be a
 	// fatal fault unless faults panic too.
@@ -212,7 +212,7 @@ func openBolt(path string, wait time.Duration) (db *bolt.DB, err error) {
 			db, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: wait})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: readOnly})
 	switch {
 	case err == nil:
 		return db, nil
@@ -247,16 +247,18 @@ func (s *FileStore) View(fn func(Tx) error) error { return s.transact(false, fn)
 func (s *FileStore) Update(fn func(Tx) error) error { return s.transact(true, fn) }
 
 // transact runs fn in one transaction under the directory's lock, which
-// it waits for at most the store's LockWait (then ErrLocked). bbolt's own
-// lock on the file is free by then: only holders of the directory's lock
-// open it.
+// it waits for at most the store's LockWait (then ErrLocked): shared for
+// a View, which opens bbolt read-only, so that the reads of many plugins
+// at once do not queue behind one another; exclusive for an Update.
+// bbolt's own lock on the file agrees with it by then: only holders of
+// the directory's lock open the file.
 func (s *FileStore) transact(write bool, fn func(Tx) error) error {
-	lock, err := acquire(s.dir, s.wait)
+	lock, err := acquire(s.dir, s.wait, !write)
 	if err != nil {
 		return err
 	}
 	defer lock.release()
-	db, err := openBolt(s.path, s.wait)
+	db, err := openBolt(s.path, s.wait, !write)
 	if err != nil {
 		return err
 	}

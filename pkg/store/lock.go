@@ -19,17 +19,23 @@ const LockName = "state.lock"
 // lockFile holds the exclusive lock of a store directory.
 type lockFile struct{ f *os.File }
 
-// acquire takes the directory's lock, waiting at most wait.
-func acquire(dir string, wait time.Duration) (*lockFile, error) {
+// acquire takes the directory's lock, exclusive or shared (for
+// transactions that only read, which need not wait for one another),
+// waiting at most wait.
+func acquire(dir string, wait time.Duration, shared bool) (*lockFile, error) {
 	path := filepath.Join(dir, LockName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+	how := unix.LOCK_EX
+	if shared {
+		how = unix.LOCK_SH
+	}
+	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err == nil {
 		return &lockFile{f: f}, nil
 	}
-	return waitLock(f, path, wait, flockRetry)
+	return waitLock(f, path, wait, func(f *os.File) error { return flockRetry(f, how) })
 }
 
 // waitLock blocks for the lock in a goroutine, so that the wait can be
@@ -81,9 +87,9 @@ func lockResult(f *os.File, path string, err error) (*lockFile, error) {
 }
 
 // flockRetry blocks for the lock, through interrupted system calls.
-func flockRetry(f *os.File) error {
+func flockRetry(f *os.File, how int) error {
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		err := unix.Flock(int(f.Fd()), how)
 		if err != unix.EINTR {
 			return err
 		}

@@ -23,7 +23,7 @@ func TestLockTakenAfterTheWaitRanOut(t *testing.T) {
 	// scheduled again only after it did.
 	reported := make(chan struct{})
 	late := func(f *os.File) error {
-		err := flockRetry(f)
+		err := flockRetry(f, unix.LOCK_EX)
 		time.Sleep(3 * wait)
 		close(reported)
 		return err
