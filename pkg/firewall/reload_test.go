@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnmnet/cnmnet/pkg/firewall"
+
+	"github.com/cnmnet/cnmnet/test/testudp"
 )
 
 // A firewall reload, as firewalld, "iptables -F" or another tool's
@@ -147,30 +149,30 @@ var _ = Describe("ForgetFlows", func() {
 		udp5353 = firewall.PortMapping{Protocol: "udp", HostPort: 5353, ContainerIP: net.ParseIP("10.55.0.2"),
 			ContainerPort: 53, Endpoint: "ep1"}
 		inNS(hostNS, func() error { return fw.EnsureNetwork(net1) })
-		udpEcho(ctrNS, "0.0.0.0:53")
+		testudp.Echo(ctrNS, "0.0.0.0:53")
 	})
 
 	It("lets a UDP flow that started before the port was published reach the container", func() {
-		client := newUDPFlow(outsideNS, "192.0.2.2:40053", "192.0.2.1:5353")
-		other := newUDPFlow(outsideNS, "192.0.2.2:40054", "192.0.2.1:5354")
+		client := testudp.NewFlow(outsideNS, "192.0.2.2:40053", "192.0.2.1:5353")
+		other := testudp.NewFlow(outsideNS, "192.0.2.2:40054", "192.0.2.1:5354")
 		for range 3 {
-			_, err := client.ask()
+			_, err := client.Ask()
 			Expect(err).To(HaveOccurred(), "nothing is published yet")
-			_, _ = other.ask()
+			_, _ = other.Ask()
 		}
 		// A flow the host forwards elsewhere to the same port stays.
-		udpEcho(outsideNS, "192.0.2.2:5353")
-		forwarded := newUDPFlow(ctrNS, "10.55.0.2:40055", "192.0.2.2:5353")
-		Expect(forwarded.ask()).To(Equal("echo"))
+		testudp.Echo(outsideNS, "192.0.2.2:5353")
+		forwarded := testudp.NewFlow(ctrNS, "10.55.0.2:40055", "192.0.2.2:5353")
+		Expect(forwarded.Ask()).To(Equal("echo"))
 
 		inNS(hostNS, func() error { return fw.SetPorts(net1, []firewall.PortMapping{udp5353}) })
-		Consistently(client.answer, 1500*time.Millisecond, 300*time.Millisecond).ShouldNot(Equal("echo"),
+		Consistently(client.Answer, 1500*time.Millisecond, 300*time.Millisecond).ShouldNot(Equal("echo"),
 			"the flow's conntrack entry has no DNAT, and the client keeps it alive")
 
 		before := fw.Execs()
 		inNS(hostNS, func() error { return fw.ForgetFlows([]firewall.PortMapping{udp5353, tcp(5353, "10.55.0.2", 53)}) })
 		Expect(fw.Execs()).To(Equal(before), "netlink only")
-		Expect(client.ask()).To(Equal("echo"))
+		Expect(client.Ask()).To(Equal("echo"))
 
 		flows := udpFlowsTo(hostNS)
 		Expect(flows).To(ContainElement("192.0.2.1:5354"), "another port's flow is kept")
@@ -179,77 +181,12 @@ var _ = Describe("ForgetFlows", func() {
 
 	It("forgets flows to the mapping's host address only, when it has one", func() {
 		udp5353.HostIP = net.ParseIP("127.0.0.1")
-		client := newUDPFlow(outsideNS, "192.0.2.2:40053", "192.0.2.1:5353")
-		_, _ = client.ask()
+		client := testudp.NewFlow(outsideNS, "192.0.2.2:40053", "192.0.2.1:5353")
+		_, _ = client.Ask()
 		inNS(hostNS, func() error { return fw.ForgetFlows([]firewall.PortMapping{udp5353}) })
 		Expect(udpFlowsTo(hostNS)).To(ContainElement("192.0.2.1:5353"))
 	})
 })
-
-// udpEcho answers every datagram to addr in n with "echo", until the
-// spec ends.
-func udpEcho(n ns.NetNS, addr string) {
-	GinkgoHelper()
-	var c net.PacketConn
-	inNS(n, func() error {
-		var err error
-		c, err = net.ListenPacket("udp4", addr)
-		return err
-	})
-	DeferCleanup(c.Close)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			_, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = c.WriteTo([]byte("echo"), from)
-		}
-	}()
-}
-
-// udpFlow is a UDP client in a namespace with a fixed source address, as
-// a DNS or syslog client that keeps one flow.
-type udpFlow struct {
-	c   *net.UDPConn
-	dst *net.UDPAddr
-}
-
-func newUDPFlow(n ns.NetNS, src, dst string) *udpFlow {
-	GinkgoHelper()
-	f := &udpFlow{}
-	var err error
-	f.dst, err = net.ResolveUDPAddr("udp4", dst)
-	Expect(err).NotTo(HaveOccurred())
-	inNS(n, func() error {
-		la, err := net.ResolveUDPAddr("udp4", src)
-		if err != nil {
-			return err
-		}
-		f.c, err = net.ListenUDP("udp4", la)
-		return err
-	})
-	DeferCleanup(f.c.Close)
-	return f
-}
-
-// ask sends a datagram and returns the answer.
-func (f *udpFlow) ask() (string, error) {
-	if _, err := f.c.WriteTo([]byte("ping"), f.dst); err != nil {
-		return "", err
-	}
-	_ = f.c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-	buf := make([]byte, 64)
-	n, _, err := f.c.ReadFrom(buf)
-	return string(buf[:n]), err
-}
-
-// answer is ask's answer, "" when there is none.
-func (f *udpFlow) answer() string {
-	s, _ := f.ask()
-	return s
-}
 
 // udpFlowsTo lists the original destinations of the UDP conntrack
 // entries of n ("192.0.2.1:5353").

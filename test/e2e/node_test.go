@@ -370,17 +370,7 @@ func (n *node) teardown() error {
 	n.stopContainerd()
 
 	// Containers runc still knows: runc kills them and removes their cgroups.
-	runcRoot := filepath.Join(n.dir, dirRunContainerd, "runc", "k8s.io")
-	if _, err := os.Stat(runcRoot); err == nil {
-		out, _ := command(time.Minute, nil, "runc", "--root", runcRoot, "list", "-q")
-		for _, id := range strings.Fields(out) {
-			if _, err := command(time.Minute, nil, "runc", "--root", runcRoot, "delete", "--force", id); err != nil {
-				errs = append(errs, err)
-			} else {
-				fmt.Fprintf(GinkgoWriter, "node %s: runc delete --force %s\n", n.name, id)
-			}
-		}
-	}
+	errs = append(errs, runcDeleteAll(filepath.Join(n.dir, dirRunContainerd, "runc", "k8s.io"), "node "+n.name)...)
 
 	// Shims and whatever else lives in the private mount namespace, and
 	// their descendants (pause has a mount namespace of its own).
@@ -566,4 +556,23 @@ func short(id string) string {
 		return id[:13]
 	}
 	return id
+}
+
+// runcDeleteAll has runc kill and remove every container it knows under
+// root (a runtime's runc state directory), with their cgroups; who names
+// the runtime in the log.
+func runcDeleteAll(root, who string) []error {
+	if _, err := os.Stat(root); err != nil {
+		return nil
+	}
+	var errs []error
+	out, _ := command(time.Minute, nil, "runc", "--root", root, "list", "-q")
+	for _, id := range strings.Fields(out) {
+		if _, err := command(time.Minute, nil, "runc", "--root", root, "delete", "--force", id); err != nil {
+			errs = append(errs, err)
+		} else {
+			fmt.Fprintf(GinkgoWriter, "%s: runc delete --force %s\n", who, id)
+		}
+	}
+	return errs
 }

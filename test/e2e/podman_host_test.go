@@ -445,17 +445,7 @@ func (h *podmanHost) teardown() error {
 	// Containers runc still knows (podman's runc root is /run/runc, the
 	// work dir's run/ in the private namespace): runc kills them and
 	// removes their cgroups.
-	runcRoot := filepath.Join(h.dir, "run", "runc")
-	if _, err := os.Stat(runcRoot); err == nil {
-		out, _ := command(time.Minute, nil, "runc", "--root", runcRoot, "list", "-q")
-		for _, id := range strings.Fields(out) {
-			if _, err := command(time.Minute, nil, "runc", "--root", runcRoot, "delete", "--force", id); err != nil {
-				errs = append(errs, err)
-			} else {
-				fmt.Fprintf(GinkgoWriter, "podman %s: runc delete --force %s\n", h.name, id)
-			}
-		}
-	}
+	errs = append(errs, runcDeleteAll(filepath.Join(h.dir, "run", "runc"), "podman "+h.name)...)
 
 	if foreignMountNS(h.mntNS) {
 		// conmon, the containers below it, and what conmon's exit

@@ -20,6 +20,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/store"
+
+	"github.com/cnmnet/cnmnet/test/testudp"
 )
 
 // hostVethOf is the host veth an ADD result names.
@@ -240,66 +242,6 @@ var _ = Describe("bridge under change: the bridge's MAC", func() {
 	})
 })
 
-// udpEchoIn answers every datagram to addr in n with "echo" until the
-// test ends.
-func udpEchoIn(n ns.NetNS, addr string) {
-	var c net.PacketConn
-	Expect(n.Do(func(ns.NetNS) error {
-		var err error
-		c, err = net.ListenPacket("udp4", addr)
-		return err
-	})).To(Succeed())
-	DeferCleanup(c.Close)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			_, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = c.WriteTo([]byte("echo"), from)
-		}
-	}()
-}
-
-// udpClient is a UDP client with a fixed source address, as a DNS or
-// syslog client that keeps one flow.
-type udpClient struct {
-	c   *net.UDPConn
-	dst *net.UDPAddr
-}
-
-func newUDPClient(n ns.NetNS, src, dst string) *udpClient {
-	u := &udpClient{}
-	var err error
-	u.dst, err = net.ResolveUDPAddr("udp4", dst)
-	Expect(err).NotTo(HaveOccurred())
-	Expect(n.Do(func(ns.NetNS) error {
-		la, err := net.ResolveUDPAddr("udp4", src)
-		if err != nil {
-			return err
-		}
-		u.c, err = net.ListenUDP("udp4", la)
-		return err
-	})).To(Succeed())
-	DeferCleanup(u.c.Close)
-	return u
-}
-
-// answer sends a datagram and returns the answer, "" when none came.
-func (u *udpClient) answer() string {
-	if _, err := u.c.WriteTo([]byte("ping"), u.dst); err != nil {
-		return ""
-	}
-	_ = u.c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-	buf := make([]byte, 64)
-	n, _, err := u.c.ReadFrom(buf)
-	if err != nil {
-		return ""
-	}
-	return string(buf[:n])
-}
-
 var _ = Describe("bridge under change: a UDP port published for a flow that exists", func() {
 	It("reaches the container on the flow's next datagram", func() {
 		w := newWorld()
@@ -308,18 +250,18 @@ var _ = Describe("bridge under change: a UDP port published for a flow that exis
 		_, err := w.add(n, attachment{id: "first", netns: newNS()})
 		Expect(err).NotTo(HaveOccurred())
 
-		client := newUDPClient(out, "192.0.2.2:40053", "192.0.2.1:5353")
+		client := testudp.NewFlow(out, "192.0.2.2:40053", "192.0.2.1:5353")
 		for range 4 {
-			Expect(client.answer()).To(BeEmpty(), "nothing is published yet")
+			Expect(client.Answer()).To(BeEmpty(), "nothing is published yet")
 		}
 		srv := attachment{id: "dns", netns: newNS(), caps: map[string]any{"portMappings": []map[string]any{
 			{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}}}}
-		udpEchoIn(srv.netns, "0.0.0.0:53")
+		testudp.Echo(srv.netns, "0.0.0.0:53")
 		_, err = w.add(n, srv)
 		Expect(err).NotTo(HaveOccurred())
 		// The flow's conntrack entry, without DNAT, would outlive any
 		// wait here: the client refreshes it with every datagram.
-		Eventually(client.answer, 2*time.Second, 100*time.Millisecond).Should(Equal("echo"))
+		Eventually(client.Answer, 2*time.Second, 100*time.Millisecond).Should(Equal("echo"))
 	})
 })
 

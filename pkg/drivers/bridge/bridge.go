@@ -197,14 +197,7 @@ func (d *Driver) setUpHost(n *network) error {
 	if err := enableForwarding(n); err != nil {
 		return err
 	}
-	fw, err := d.firewall()
-	if err != nil {
-		return err
-	}
-	if err := fw.EnsureNetwork(n.firewallNetwork()); err != nil {
-		return fmt.Errorf("firewall of network %s: %w", n.Name, err)
-	}
-	return nil
+	return d.ensureFirewall(n)
 }
 
 // planNetwork validates the configuration against the host and the other
@@ -342,6 +335,26 @@ func (d *Driver) reattachPorts(n *network) error {
 	if err != nil {
 		return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
 	}
+	return d.eachHostVeth(n, func(l netlink.Link, hairpin bool) error {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			return nil
+		}
+		err := netlink.LinkSetMaster(l, br)
+		if err == nil {
+			err = configurePort(l, n, hairpin)
+		}
+		if err != nil {
+			return fmt.Errorf("plug %s into bridge %s: %w", l.Attrs().Name, n.Bridge, err)
+		}
+		return nil
+	})
+}
+
+// eachHostVeth calls fn with each host veth of the network's endpoints
+// (found by their mark) and whether its port is to be hairpin (with
+// hairpinMode, or when its endpoint publishes ports, as Join makes it),
+// and collects the errors.
+func (d *Driver) eachHostVeth(n *network, fn func(l netlink.Link, hairpin bool) error) error {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
@@ -349,19 +362,14 @@ func (d *Driver) reattachPorts(n *network) error {
 	var errs []error
 	for _, l := range links {
 		eid, nid, _ := vethMark(l)
-		if nid != n.ID || !ownedHostVeth(l) || l.Attrs().MasterIndex == br.Attrs().Index {
+		if nid != n.ID || !ownedHostVeth(l) {
 			continue
 		}
 		p, err := d.ports(eid)
 		if err == nil {
-			err = netlink.LinkSetMaster(l, br)
+			err = fn(l, n.Hairpin || len(p.Ports) > 0)
 		}
-		if err == nil {
-			err = configurePort(l, n, n.Hairpin || len(p.Ports) > 0)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("plug %s into bridge %s: %w", l.Attrs().Name, n.Bridge, err))
-		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -201,30 +201,17 @@ func setPromisc(br netlink.Link, on bool) error {
 // flags of n: isolated unless ICC, hairpin with hairpinMode or published
 // ports (as Join does).
 func (d *Driver) setPortFlags(n *network) error {
-	links, err := netlink.LinkList()
-	if err != nil {
-		return fmt.Errorf("list links: %w", err)
-	}
-	var errs []error
-	for _, l := range links {
-		eid, nid, _ := vethMark(l)
-		if nid != n.ID || !ownedHostVeth(l) {
-			continue
-		}
-		p, err := d.ports(eid)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+	return d.eachHostVeth(n, func(l netlink.Link, hairpin bool) error {
 		name := l.Attrs().Name
-		if err := netlink.LinkSetHairpin(l, n.Hairpin || len(p.Ports) > 0); err != nil {
+		var errs []error
+		if err := netlink.LinkSetHairpin(l, hairpin); err != nil {
 			errs = append(errs, fmt.Errorf("set hairpin of %s: %w", name, err))
 		}
 		if err := netlink.LinkSetIsolated(l, !n.ICC); err != nil {
 			errs = append(errs, fmt.Errorf("set isolation of port %s: %w", name, err))
 		}
-	}
-	return errors.Join(errs...)
+		return errors.Join(errs...)
+	})
 }
 
 // poolAddrs are the subnets and gateway addresses of pools, as the record
