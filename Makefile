@@ -25,9 +25,12 @@ bin/%: FORCE
 FORCE:
 
 # Tools the tests and the demo drive the plugins with, built through the module proxy.
-tools: bin/cnitool
+tools: bin/cnitool bin/cnm-testetcd
 bin/cnitool:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
+# The etcd member test/etcdtest runs (not shipped).
+bin/cnm-testetcd: FORCE
+	$(GO) build -o $@ ./test/etcdtest/cnm-testetcd
 
 install: build
 	install -d $(DESTDIR)$(CNI_BIN_DIR)

@@ -21,6 +21,13 @@ var (
 	// ErrNoStore is returned by Open with MustExist when there is no
 	// store in the directory.
 	ErrNoStore = errors.New("no store")
+	// ErrUnavailable is returned by a cluster store that could not be
+	// reached, or had no quorum, within its deadline: try again later.
+	ErrUnavailable = errors.New("cluster store unavailable")
+	// ErrConflict is returned by a cluster store when a transaction kept
+	// conflicting with others committed at the same time, past its
+	// retries: try again later.
+	ErrConflict = errors.New("store transaction kept conflicting with concurrent ones")
 )
 
 // Store is a transactional key-value space. Keys are slash-separated
