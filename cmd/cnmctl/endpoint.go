@@ -233,6 +233,9 @@ func printEndpoint(v *endpointView) error {
 	row("MAC", dash(v.MAC))
 	row("State", state(v.Endpoint, time.Now()))
 	if a := v.Sandbox; a != nil {
+		if a.Host != "" {
+			row("Host", a.Host)
+		}
 		row("Sandbox", a.Key)
 		row("Container", a.ContainerID)
 		row("Interface", dash(a.DstName))
@@ -253,6 +256,9 @@ func addresses(ep *cnm.Endpoint) string {
 // state is "joined <container>", "left since T, expires T", ...
 func state(ep *cnm.Endpoint, now time.Time) string {
 	switch {
+	case ep.Sandbox != nil && ep.Sandbox.Host != "":
+		// A global network's endpoint: the host it is joined on.
+		return ep.State + " " + shortID(ep.Sandbox.ContainerID) + " on " + ep.Sandbox.Host
 	case ep.Sandbox != nil:
 		return ep.State + " " + shortID(ep.Sandbox.ContainerID)
 	case ep.State == cnm.StateLeft && !ep.ExpiresAt.IsZero() && !now.Before(ep.ExpiresAt):

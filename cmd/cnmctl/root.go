@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cnmnet/cnmnet/pkg/buildinfo"
+	"github.com/cnmnet/cnmnet/pkg/cluster"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/bridge"
@@ -23,6 +24,7 @@ type options struct {
 	cniPath string
 	output  string
 	wait    time.Duration
+	cluster clusterFlags
 }
 
 func newRootCommand(o *options) *cobra.Command {
@@ -45,6 +47,7 @@ func newRootCommand(o *options) *cobra.Command {
 	f.StringVar(&o.cniPath, "cni-path", "/opt/cni/bin", "where delegated IPAM plugins are found")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.wait, "wait", store.DefaultLockWait, "how long to wait for a plugin holding the store")
+	o.cluster.register(f)
 	root.SetVersionTemplate(buildinfo.String("cnmctl") + "\n")
 	root.AddCommand(newNetworkCommand(o), newEndpointCommand(o), newSandboxCommand(o), newGCCommand(o), newCheckCommand(o),
 		newValidateCommand(o), newVersionCommand(o))
@@ -70,30 +73,55 @@ func newVersionCommand(o *options) *cobra.Command {
 	}
 }
 
-// suiteDrivers register the drivers of every plugin of the suite.
+// suiteDrivers register the drivers of every plugin of the suite (and,
+// in a test build, the test drivers: testdrivers.go).
 var suiteDrivers = []func(driverapi.Registerer) error{null.Register, bridge.Register}
 
 // withController opens the store, builds a controller with every driver
-// of the suite, and runs fn. It never makes a store: the plugins do, on
-// their first ADD, and a store that is not there means a wrong
-// --data-dir (or a node with no network yet), not an empty one.
+// of the suite, and runs fn: the host's own store, or with the cluster
+// flags the cluster store of global-scope networks, as this host sees
+// it. It never makes a host's store: the plugins do, on their first
+// ADD, and a store that is not there means a wrong --data-dir (or a
+// node with no network yet), not an empty one.
 func (o *options) withController(fn func(*cnm.Controller) error) error {
-	if err := cnm.ValidateDataDir(o.dataDir); err != nil {
-		return usageError{"--data-dir: " + err.Error()}
-	}
-	s, err := store.Open(o.dataDir, store.Options{LockWait: o.wait, MustExist: true})
+	c, err := o.controller()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	c := cnm.New(s)
+	defer c.Close()
+	return fn(c)
+}
+
+func (o *options) controller() (*cnm.Controller, error) {
+	var c *cnm.Controller
+	conf, host, err := o.cluster.conf()
+	switch {
+	case err != nil:
+		return nil, err
+	case conf != nil:
+		s, err := cluster.Open(conf)
+		if err != nil {
+			return nil, err
+		}
+		c = cnm.NewClustered(s, host)
+	default:
+		if err := cnm.ValidateDataDir(o.dataDir); err != nil {
+			return nil, usageError{"--data-dir: " + err.Error()}
+		}
+		s, err := store.Open(o.dataDir, store.Options{LockWait: o.wait, MustExist: true})
+		if err != nil {
+			return nil, err
+		}
+		c = cnm.New(s)
+	}
 	c.SetCNIPath(o.cniPath)
 	for _, register := range suiteDrivers {
 		if err := register(c); err != nil {
-			return err
+			_ = c.Close()
+			return nil, err
 		}
 	}
-	return fn(c)
+	return c, nil
 }
 
 // show prints v as JSON, or as table prints it.

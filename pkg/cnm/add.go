@@ -55,6 +55,9 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 	if err := checkIPAMServes(req.Conf.IPAMConf); err != nil {
 		return nil, err
 	}
+	if err := c.checkIPAMSpans(req.Conf); err != nil {
+		return nil, err
+	}
 	id, err := req.Conf.resolveIdentity(req.Args, req.ContainerID, req.IfName)
 	if err != nil {
 		return nil, err
@@ -126,7 +129,7 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 	// The configuration of the latest successful ADD is the network's.
 	j.nw.Config = req.Conf.networkConfig()
 	if err := c.store.Update(func(tx store.Tx) error {
-		if err := store.PutJSON(tx, networkKey(j.nw.Name), j.nw); err != nil {
+		if err := putNetwork(tx, j.nw); err != nil {
 			return err
 		}
 		j.ep.State = StateJoined
@@ -176,7 +179,14 @@ func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, sbx san
 	if err != nil {
 		return err
 	}
-	if ep.Sandbox == nil || ep.Sandbox.holds(sbx) || ep.Sandbox.sandbox().Alive() {
+	switch a := ep.Sandbox; {
+	case a == nil:
+		return nil
+	case !c.here(a):
+		// Its sandbox cannot be looked at from here: the endpoint is
+		// taken over only from a host known to be gone.
+		return c.takeOverFromGoneHost(nw, ep)
+	case a.holds(sbx) || a.sandbox().Alive():
 		return nil
 	}
 	return c.leave(ctx, req, nw, ep)
@@ -188,6 +198,9 @@ func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, sbx san
 func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 	req := j.req
 	return c.store.Update(func(tx store.Tx) error {
+		// A cluster store runs this again when a concurrent transaction
+		// conflicts with it: nothing of an earlier run may stay.
+		j.nw, j.ep, j.prior, j.cursors, j.newNetwork = nil, nil, nil, nil, false
 		nw, err := getNetwork(tx, req.Conf.Name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -207,7 +220,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 		if j.newNetwork {
 			nw.Config = req.Conf.networkConfig()
 		}
-		if err := store.PutJSON(tx, networkKey(nw.Name), nw); err != nil {
+		if err := putNetwork(tx, nw); err != nil {
 			return err
 		}
 		if held, err := endpointOf(tx, nw.Name, req.ContainerID, req.IfName); err != nil {
@@ -228,7 +241,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 		case err != nil:
 			return err
 		default:
-			if err := reuseEndpoint(ep, req, static); err != nil {
+			if err := reuseEndpoint(ep, req, static, c.host); err != nil {
 				return err
 			}
 			prior := *ep
@@ -241,7 +254,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 			}
 		}
 		ep.State = StateJoining
-		ep.Sandbox = &Attachment{Key: req.NetNS, NetNS: j.sandbox.ID, ContainerID: req.ContainerID, IfName: req.IfName, Joined: c.now().UTC()}
+		ep.Sandbox = &Attachment{Key: req.NetNS, Host: c.host, NetNS: j.sandbox.ID, ContainerID: req.ContainerID, IfName: req.IfName, Joined: c.now().UTC()}
 		ep.LeftAt, ep.ExpiresAt = time.Time{}, time.Time{}
 		j.ep = ep
 		return putEndpoint(tx, ep, nil)
@@ -289,9 +302,15 @@ func (c *Controller) newEndpoint(tx store.Tx, req *Request, id identity, static 
 
 // reuseEndpoint checks that a request for an existing endpoint asks for
 // nothing the endpoint does not hold: a reservation is never replaced.
-func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest) error {
+// here is the request's host in a cluster store ("" in a host's own).
+func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest, here string) error {
 	if ep.State == StateDeleting {
 		return &beingDeleted{ep: ep}
+	}
+	if a := ep.Sandbox; a != nil && a.Host != here {
+		return newError(CodeEndpointInUse, "endpoint %s of network %s is joined to sandbox %s (container %s) on host %s; "+
+			"if that host is gone for good, its endpoints are taken over once its lease expires, or remove the endpoint: cnmctl endpoint rm --force %s %s",
+			ep.Name, ep.Network, a.Key, a.ContainerID, a.Host, ep.Network, ep.Name)
 	}
 	if ep.Sandbox != nil {
 		return newError(CodeEndpointInUse, "endpoint %s of network %s is joined to sandbox %s (container %s)",

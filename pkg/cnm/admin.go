@@ -117,9 +117,9 @@ func (c *Controller) Sandboxes() ([]*SandboxRecord, error) {
 // OperInfo returns the driver's operational data of an endpoint, such as
 // its published ports.
 func (c *Controller) OperInfo(nw *Network, ep *Endpoint) (map[string]any, error) {
-	d, err := c.driver(nw.Driver)
-	if err != nil {
-		return nil, err
+	d, ok := c.drivers[nw.Driver]
+	if !ok {
+		return nil, nil // another plugin's network: its driver is not in this build
 	}
 	return d.EndpointOperInfo(nw.ID, ep.ID)
 }
@@ -127,9 +127,9 @@ func (c *Controller) OperInfo(nw *Network, ep *Endpoint) (map[string]any, error)
 // NetworkOperInfo returns what the driver tells of a network's host
 // state, nil when it tells nothing.
 func (c *Controller) NetworkOperInfo(nw *Network) (map[string]any, error) {
-	d, err := c.driver(nw.Driver)
-	if err != nil {
-		return nil, err
+	d, ok := c.drivers[nw.Driver]
+	if !ok {
+		return nil, nil // another plugin's network: its driver is not in this build
 	}
 	if nd, ok := d.(driverapi.NetworkDescriber); ok && nw.Ready {
 		return nd.NetworkOperInfo(nw.ID)
@@ -275,7 +275,7 @@ func (c *Controller) ReserveEndpoint(ctx context.Context, network, name string, 
 		return nil, errors.Join(err, c.destroy(ctx, req, nw, ep))
 	}
 	err = c.store.Update(func(tx store.Tx) error {
-		if err := store.PutJSON(tx, networkKey(nw.Name), nw); err != nil {
+		if err := putNetwork(tx, nw); err != nil {
 			return err
 		}
 		return putEndpoint(tx, ep, nil)
@@ -295,8 +295,8 @@ func (c *Controller) RemoveEndpoint(ctx context.Context, network, name string, f
 		return err
 	}
 	if ep.Sandbox != nil && !force {
-		return newError(CodeEndpointInUse, "endpoint %s is joined to sandbox %s (container %s); use --force to detach it",
-			ep.Name, ep.Sandbox.Key, ep.Sandbox.ContainerID)
+		return newError(CodeEndpointInUse, "endpoint %s is joined to sandbox %s (container %s)%s; use --force to detach it",
+			ep.Name, ep.Sandbox.Key, ep.Sandbox.ContainerID, onHostSuffix(ep.Sandbox))
 	}
 	req, err := c.requestFor(nw)
 	if err != nil {
@@ -368,6 +368,8 @@ func (c *Controller) Collect(ctx context.Context, dryRun bool) ([]Collected, err
 			col := Collected{Network: nw.Name, Endpoint: ep.Name}
 			var act func() error
 			switch {
+			case ep.Sandbox != nil && !c.here(ep.Sandbox):
+				continue // another host's to collect
 			case ep.Sandbox != nil && !ep.Sandbox.sandbox().Alive():
 				col.Reason = "sandbox " + ep.Sandbox.Key + " is gone"
 				col.Action = "deleted"
@@ -469,6 +471,9 @@ func (c *Controller) auditNetwork(ctx context.Context, nw *Network, repair bool)
 	var eids []string
 	for _, ep := range eps {
 		live[ep.ID] = true
+		if ep.Sandbox != nil && !c.here(ep.Sandbox) {
+			continue // joined on another host, which audits it
+		}
 		eids = append(eids, ep.ID)
 		if problem := joinProblem(ep); problem != "" {
 			fix(Finding{Network: nw.Name, Kind: "endpoint", Object: ep.Name, Problem: problem},

@@ -51,6 +51,11 @@ type NetConf struct {
 	// runtimeConfig can name one, and each holds addresses. Nil means
 	// the default (persistentLimit); 0 allows none.
 	MaxPersistentEndpoints *int `json:"maxPersistentEndpoints,omitempty"`
+	// Cluster names the cluster store of a network whose driver is of
+	// global scope; Host is this host's name there (default: the
+	// machine's hostname).
+	Cluster *ClusterConf `json:"cluster,omitempty"`
+	Host    string       `json:"host,omitempty"`
 
 	RuntimeConfig struct {
 		IPs      []string `json:"ips,omitempty"`
@@ -130,6 +135,8 @@ type rawNetConf struct {
 	PodNamespace           json.RawMessage `json:"podNamespace"`
 	ReservationTTL         json.RawMessage `json:"reservationTTL"`
 	MaxPersistentEndpoints json.RawMessage `json:"maxPersistentEndpoints"`
+	Cluster                json.RawMessage `json:"cluster"`
+	Host                   json.RawMessage `json:"host"`
 }
 
 // decodeNetConf decodes a configuration key by key. One that is not a
@@ -165,12 +172,18 @@ func decodeNetConf(raw []byte) (*NetConf, error) {
 		{"podNamespace", r.PodNamespace, &conf.PodNamespace},
 		{"reservationTTL", r.ReservationTTL, &conf.ReservationTTL},
 		{"maxPersistentEndpoints", r.MaxPersistentEndpoints, &conf.MaxPersistentEndpoints},
+		{"host", r.Host, &conf.Host},
 	} {
 		if err := confcheck.Decode(f.key, f.raw, f.dst); err != nil {
 			return nil, invalidConfig("%v", err)
 		}
 	}
 	conf.IPAM = ipamType
+	cc, err := decodeCluster(r.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	conf.Cluster = cc
 	return conf, nil
 }
 
@@ -239,7 +252,7 @@ func (c *NetConf) validate() error {
 	if m := c.MaxPersistentEndpoints; m != nil && *m < 0 {
 		return invalidConfig("maxPersistentEndpoints: %d is negative", *m)
 	}
-	return nil
+	return c.validateClusterKeys()
 }
 
 // DefaultMaxPersistentEndpoints caps the persistent endpoints of a

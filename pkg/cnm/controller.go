@@ -17,6 +17,11 @@ import (
 type Controller struct {
 	store   store.Store
 	drivers map[string]driverapi.Driver
+	// scopes are the drivers' scopes (driverapi.LocalScope, GlobalScope).
+	scopes map[string]string
+	// host names this host in a cluster store (NewClustered); "" for a
+	// host's own store.
+	host string
 	// now is the clock; tests move it to expire reservations.
 	now func() time.Time
 	// cniPath is where delegated IPAM plugins are found when no CNI
@@ -26,35 +31,76 @@ type Controller struct {
 
 var _ driverapi.Registerer = (*Controller)(nil)
 
-// New returns a Controller over s with no drivers.
+// New returns a Controller over s, a host's own store, with no drivers:
+// it serves the networks of local-scope drivers.
 func New(s store.Store) *Controller {
-	return &Controller{store: s, drivers: map[string]driverapi.Driver{}, now: time.Now}
+	return &Controller{store: s, drivers: map[string]driverapi.Driver{}, scopes: map[string]string{}, now: time.Now}
 }
+
+// NewClustered returns a Controller over s, a cluster store shared by
+// every host, as host sees it: it serves the networks of global-scope
+// drivers, whose records every host shares, and keeps what belongs to
+// host alone (sandboxes, attachments, host state made) under its name.
+func NewClustered(s store.Store, host string) *Controller {
+	c := New(hostScoped(s, host))
+	c.host = host
+	return c
+}
+
+// Close closes the controller's store.
+func (c *Controller) Close() error { return c.store.Close() }
+
+// Host is the host this controller acts for in a cluster store; "" for
+// a host's own store.
+func (c *Controller) Host() string { return c.host }
 
 // SetClock replaces the controller's clock.
 func (c *Controller) SetClock(now func() time.Time) { c.now = now }
 
 // RegisterDriver implements driverapi.Registerer.
-func (c *Controller) RegisterDriver(name string, d driverapi.Driver, _ driverapi.Capability) error {
+func (c *Controller) RegisterDriver(name string, d driverapi.Driver, capability driverapi.Capability) error {
 	if err := ValidateNetworkName(name); err != nil {
 		return fmt.Errorf("register driver: name: %w", err)
 	}
 	if _, ok := c.drivers[name]; ok {
 		return driverapi.ErrActiveRegistration(name)
 	}
+	scope := capability.Scope
+	switch scope {
+	case "":
+		scope = driverapi.LocalScope
+	case driverapi.LocalScope, driverapi.GlobalScope:
+	default:
+		return fmt.Errorf("register driver %s: scope %q is neither %q nor %q", name, scope, driverapi.LocalScope, driverapi.GlobalScope)
+	}
 	c.drivers[name] = d
+	c.scopes[name] = scope
 	return nil
 }
 
-// DriverStore implements driverapi.Registerer.
+// DriverStore implements driverapi.Registerer: for a global-scope
+// driver, a space every host shares.
 func (c *Controller) DriverStore(name string) store.Store {
 	return store.Prefixed(c.store, "drivers/"+name+"/")
 }
 
+// DriverHostStore implements driverapi.Registerer.
+func (c *Controller) DriverHostStore(name string) store.Store {
+	return store.Prefixed(c.store, "hostdrivers/"+name+"/")
+}
+
+// driver returns the driver of network type typ, if this controller's
+// store is where that driver's networks live.
 func (c *Controller) driver(typ string) (driverapi.Driver, error) {
 	d, ok := c.drivers[typ]
 	if !ok {
 		return nil, invalidConfig("type: no driver for network type %q in this plugin", typ)
+	}
+	switch global := c.scopes[typ] == driverapi.GlobalScope; {
+	case global && c.host == "":
+		return nil, invalidConfig("cluster: network type %q spans hosts: its networks live in a cluster store, which the configuration's cluster section names", typ)
+	case !global && c.host != "":
+		return nil, invalidConfig("type: network type %q keeps its networks on one host, not in the cluster store", typ)
 	}
 	return d, nil
 }

@@ -55,8 +55,8 @@ func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *E
 	if !ep.Persistent {
 		return c.destroy(ctx, req, nw, ep)
 	}
+	before := ep.Sandbox
 	return c.store.Update(func(tx store.Tx) error {
-		before := ep.Sandbox
 		ep.Sandbox = nil
 		ep.State = StateLeft
 		ep.LeftAt = c.now().UTC()
@@ -74,6 +74,11 @@ func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *E
 func (c *Controller) detach(req *Request, nw *Network, ep *Endpoint) error {
 	a := ep.Sandbox
 	if a == nil {
+		return nil
+	}
+	if !c.here(a) {
+		// Joined on another host (an endpoint removed by force from a
+		// host that is gone): nothing of it is here to undo.
 		return nil
 	}
 	d, err := c.driver(nw.Driver)
@@ -192,7 +197,7 @@ func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
 			return err
 		}
 		cur.DeletingSince = c.now().UTC()
-		return store.PutJSON(tx, networkKey(nw.Name), cur)
+		return putNetwork(tx, cur)
 	})
 	if err != nil {
 		return err
@@ -204,6 +209,9 @@ func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
 	}
 	return c.store.Update(func(tx store.Tx) error {
 		if err := ipam.ReleaseAll(tx, nw.Name); err != nil {
+			return err
+		}
+		if err := tx.Delete(hostNetworkKey(nw.Name)); err != nil {
 			return err
 		}
 		return tx.Delete(networkKey(nw.Name))
@@ -259,6 +267,8 @@ func LoadNetConfForDel(raw []byte) (*NetConf, error) {
 		Type           json.RawMessage `json:"type"`
 		DataDir        json.RawMessage `json:"dataDir"`
 		ReservationTTL json.RawMessage `json:"reservationTTL"`
+		Cluster        json.RawMessage `json:"cluster"`
+		Host           json.RawMessage `json:"host"`
 	}
 	if err := confcheck.ObjectError(raw); err != nil {
 		return nil, newError(types.ErrDecodingFailure, "decode network configuration: %v", err)
@@ -292,6 +302,18 @@ func LoadNetConfForDel(raw []byte) (*NetConf, error) {
 	}
 	if err := validatePath(conf.DataDir); err != nil {
 		return nil, invalidConfig("dataDir: %v", err)
+	}
+	// The cluster store is where a global network's records are: without
+	// it DEL cannot find what to release.
+	var err error
+	if conf.Cluster, err = decodeCluster(top.Cluster); err != nil {
+		return nil, err
+	}
+	if err := confcheck.Decode("host", top.Host, &conf.Host); err != nil {
+		return nil, invalidConfig("%v", err)
+	}
+	if err := conf.validateClusterKeys(); err != nil {
+		return nil, err
 	}
 	var ttl Duration
 	if len(top.ReservationTTL) > 0 && json.Unmarshal(top.ReservationTTL, &ttl) == nil && ttl > 0 {

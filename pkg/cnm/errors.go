@@ -54,7 +54,7 @@ func AsCNIError(err error) *types.Error {
 	}
 	code := types.ErrInternal
 	switch {
-	case errors.Is(err, store.ErrLocked):
+	case errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrConflict):
 		code = types.ErrTryAgainLater
 	case errors.Is(err, store.ErrCorrupt), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT),
 		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EIO):

@@ -46,7 +46,8 @@ func (c *Controller) GC(ctx context.Context, req *Request) error {
 	}
 	live := map[string]bool{}
 	for _, ep := range eps {
-		stale := ep.Sandbox != nil && !valid[types.GCAttachment{ContainerID: ep.Sandbox.ContainerID, IfName: ep.Sandbox.IfName}]
+		// Only this host's runtime lists this host's attachments.
+		stale := ep.Sandbox != nil && c.here(ep.Sandbox) && !valid[types.GCAttachment{ContainerID: ep.Sandbox.ContainerID, IfName: ep.Sandbox.IfName}]
 		expired := c.reclaimable(ep)
 		gone := false
 		switch {

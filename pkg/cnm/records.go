@@ -1,6 +1,7 @@
 package cnm
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -97,6 +98,9 @@ type Address struct {
 // Attachment is an endpoint's join to a sandbox.
 type Attachment struct {
 	Key string `json:"key"` // the netns path
+	// Host is the host the sandbox is on, for an endpoint of a network
+	// kept in a cluster store; "" in a host's own store.
+	Host string `json:"host,omitempty"`
 	// NetNS is the identity of the namespace at Key when the endpoint
 	// joined: DEL, CHECK and GC act in a sandbox only if its path still
 	// holds that namespace.
@@ -256,12 +260,69 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
+// hostNetworkKey records, in a cluster store, that the driver made the
+// network's host state on this host (the network's ID): CreateNetwork
+// runs on each host a global network is used on.
+func hostNetworkKey(name string) string { return "hostnetworks/" + name }
+
+// getNetwork reads a network's record. In a cluster store, Ready says
+// whether the network's host state is made on this host.
 func getNetwork(tx store.Tx, name string) (*Network, error) {
 	n := &Network{}
 	if err := store.GetJSON(tx, networkKey(name), n); err != nil {
 		return nil, err
 	}
+	if clustered(tx) {
+		id, err := tx.Get(hostNetworkKey(name))
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		n.Ready = err == nil && string(id) == n.ID
+	}
 	return n, nil
+}
+
+// putNetwork writes a network's record, only if it changed: in a cluster
+// store every ADD of the network reads it, and a write would make each
+// concurrent ADD conflict with the others. In a cluster store Ready is
+// this host's (hostNetworkKey), not the shared record's.
+func putNetwork(tx store.Tx, nw *Network) error {
+	rec := *nw
+	if clustered(tx) {
+		if err := putHostReady(tx, nw); err != nil {
+			return err
+		}
+		rec.Ready = false
+	}
+	b, err := json.Marshal(&rec)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", networkKey(nw.Name), err)
+	}
+	return putIfChanged(tx, networkKey(nw.Name), b)
+}
+
+// putHostReady records whether nw's host state is made on this host.
+func putHostReady(tx store.Tx, nw *Network) error {
+	cur, err := tx.Get(hostNetworkKey(nw.Name))
+	switch {
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
+	case nw.Ready && (err != nil || string(cur) != nw.ID):
+		return tx.Put(hostNetworkKey(nw.Name), []byte(nw.ID))
+	case !nw.Ready && err == nil:
+		return tx.Delete(hostNetworkKey(nw.Name))
+	}
+	return nil
+}
+
+// putIfChanged puts value under key unless it holds value already.
+func putIfChanged(tx store.Tx, key string, value []byte) error {
+	if cur, err := tx.Get(key); err == nil && bytes.Equal(cur, value) {
+		return nil
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return tx.Put(key, value)
 }
 
 func getEndpoint(tx store.Tx, network, name string) (*Endpoint, error) {
@@ -339,6 +400,7 @@ func putEndpoint(tx store.Tx, ep *Endpoint, before *Attachment) error {
 
 func indexAttachment(tx store.Tx, ep *Endpoint) error {
 	a := ep.Sandbox
+	tx = onHost(tx, a.Host)
 	if err := tx.Put(attachmentKey(ep.Network, a.ContainerID, a.IfName), []byte(ep.Name)); err != nil {
 		return err
 	}
@@ -356,6 +418,7 @@ func indexAttachment(tx store.Tx, ep *Endpoint) error {
 }
 
 func unindexAttachment(tx store.Tx, ep *Endpoint, a *Attachment) error {
+	tx = onHost(tx, a.Host)
 	if err := tx.Delete(attachmentKey(ep.Network, a.ContainerID, a.IfName)); err != nil {
 		return err
 	}

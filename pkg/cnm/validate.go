@@ -88,5 +88,8 @@ func (ds Drivers) RegisterDriver(name string, d driverapi.Driver, _ driverapi.Ca
 // driver registered here is asked only about configurations.
 func (ds Drivers) DriverStore(string) store.Store { return nil }
 
+// DriverHostStore implements driverapi.Registerer, as DriverStore.
+func (ds Drivers) DriverHostStore(string) store.Store { return nil }
+
 // Types are the network types of ds, sorted.
 func (ds Drivers) Types() []string { return slices.Sorted(maps.Keys(ds)) }

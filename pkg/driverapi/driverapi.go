@@ -194,8 +194,14 @@ type Registerer interface {
 	// RegisterDriver adds driver for the network type name.
 	RegisterDriver(name string, driver Driver, capability Capability) error
 	// DriverStore returns a private, persistent key space for the driver
-	// of type name, to keep state across plugin invocations.
+	// of type name, to keep state across plugin invocations. For a
+	// global-scope driver every host shares it.
 	DriverStore(name string) store.Store
+	// DriverHostStore returns a private, persistent key space for what
+	// the driver of type name keeps about this host alone (the names of
+	// its links here, say): for a global-scope driver, this host's part
+	// of the cluster store.
+	DriverHostStore(name string) store.Store
 }
 
 // ErrActiveRegistration is returned when a network type is registered twice.

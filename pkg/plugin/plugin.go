@@ -25,25 +25,43 @@ var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0
 // packages export one (e.g. null.Register).
 type RegisterFunc func(driverapi.Registerer) error
 
+// ClusterOpener opens the cluster store a configuration's cluster
+// section names (see pkg/cluster). A plugin with global-scope drivers
+// is built with one; the others never link a cluster client.
+type ClusterOpener func(conf *cnm.ClusterConf) (store.Store, error)
+
+// Option configures a plugin.
+type Option func(*plugin)
+
+// WithCluster gives the plugin the cluster store of its global-scope
+// drivers' networks.
+func WithCluster(open ClusterOpener) Option {
+	return func(p *plugin) { p.openCluster = open }
+}
+
 // Main runs the plugin named name with the drivers reg registers. Run
 // by hand with --version, it prints its version and commit.
-func Main(name string, reg RegisterFunc) {
+func Main(name string, reg RegisterFunc, opts ...Option) {
 	if len(os.Args) == 2 && os.Args[1] == "--version" {
 		fmt.Println(buildinfo.String(name))
 		return
 	}
-	skel.PluginMainFuncs(Funcs(reg), SupportedVersions, buildinfo.String(name)+": CNM endpoints as a CNI plugin (cnmnet)")
+	skel.PluginMainFuncs(Funcs(reg, opts...), SupportedVersions, buildinfo.String(name)+": CNM endpoints as a CNI plugin (cnmnet)")
 }
 
 // Funcs returns the CNI verbs of a plugin with the drivers reg registers,
 // for skel or for running a plugin in-process.
-func Funcs(reg RegisterFunc) skel.CNIFuncs {
+func Funcs(reg RegisterFunc, opts ...Option) skel.CNIFuncs {
 	p := &plugin{register: reg}
+	for _, o := range opts {
+		o(p)
+	}
 	return skel.CNIFuncs{Add: p.cmdAdd, Del: p.cmdDel, Check: p.cmdCheck, GC: p.cmdGC, Status: p.cmdStatus}
 }
 
 type plugin struct {
-	register RegisterFunc
+	register    RegisterFunc
+	openCluster ClusterOpener
 }
 
 func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
@@ -123,17 +141,64 @@ func (p *plugin) runWith(load func(*skel.CmdArgs) (*cnm.Request, error), args *s
 	if err != nil {
 		return cniError(err)
 	}
-	s, err := store.Open(req.Conf.DataDir, store.Options{})
+	c, err := p.controller(req.Conf)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
-	defer s.Close()
-	c := cnm.New(s)
-	if err := p.register(c); err != nil {
-		return cniError(err)
-	}
+	defer c.Close()
 	return cniError(verb(context.Background(), c, req))
 }
+
+// controller opens the store where the network of conf lives — the
+// host's own for a local-scope driver, the cluster store for a global
+// one — and builds a controller over it with the plugin's drivers.
+func (p *plugin) controller(conf *cnm.NetConf) (*cnm.Controller, error) {
+	var c *cnm.Controller
+	if p.scopeOf(conf.Type) == driverapi.GlobalScope {
+		if conf.Cluster == nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("cluster: network type %q spans hosts: its configuration needs a cluster section naming the cluster store (cluster.etcd.endpoints)", conf.Type), "")
+		}
+		if p.openCluster == nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("cluster: this plugin has no cluster store for network type %q", conf.Type), "")
+		}
+		s, err := p.openCluster(conf.Cluster)
+		if err != nil {
+			return nil, clusterError(err)
+		}
+		c = cnm.NewClustered(s, conf.Host)
+	} else {
+		s, err := store.Open(conf.DataDir, store.Options{})
+		if err != nil {
+			return nil, storeError(err)
+		}
+		c = cnm.New(s)
+	}
+	if err := p.register(c); err != nil {
+		_ = c.Close()
+		return nil, cniError(err)
+	}
+	return c, nil
+}
+
+// scopeOf is the scope of the driver of network type typ, "" when the
+// plugin has none (the controller then says so).
+func (p *plugin) scopeOf(typ string) string {
+	r := scopes{}
+	if p.register(r) != nil {
+		return ""
+	}
+	return r[typ]
+}
+
+// scopes is a registerer that keeps the drivers' scopes only.
+type scopes map[string]string
+
+func (r scopes) RegisterDriver(name string, _ driverapi.Driver, c driverapi.Capability) error {
+	r[name] = c.Scope
+	return nil
+}
+func (r scopes) DriverStore(string) store.Store     { return nil }
+func (r scopes) DriverHostStore(string) store.Store { return nil }
 
 // storeError is the CNI error of a store that cannot be opened: try
 // again later when another process holds it, an I/O failure otherwise.
@@ -142,6 +207,20 @@ func storeError(err error) error {
 		return cniError(err)
 	}
 	return types.NewError(types.ErrIOFailure, err.Error(), "")
+}
+
+// clusterError is the CNI error of a cluster store that cannot be
+// opened: try again later when it is unreachable, a bad cluster section
+// otherwise (a certificate that does not load, say).
+func clusterError(err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return cniError(err)
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig, "cluster.etcd: "+err.Error(), "")
 }
 
 // cniError gives err the CNI code of its cause; nil stays an untyped nil.

@@ -19,8 +19,14 @@ const NetworkType = "cnm-testveth"
 // HangEnv names the step at which a test build waits to be killed.
 const HangEnv = "CNM_TESTDRIVER_HANG"
 
+// GlobalNetworkType is the type of the same driver registered at global
+// scope: its networks live in the cluster store, for the tests of
+// networks whose endpoints span hosts.
+const GlobalNetworkType = "cnm-testglobal"
+
 // Driver gives each endpoint a veth pair.
 type Driver struct {
+	typ   string
 	store store.Store
 }
 
@@ -31,8 +37,15 @@ var (
 
 // Register registers the test driver with r.
 func Register(r driverapi.Registerer) error {
-	d := &Driver{store: r.DriverStore(NetworkType)}
+	d := &Driver{typ: NetworkType, store: r.DriverStore(NetworkType)}
 	return r.RegisterDriver(NetworkType, d, driverapi.Capability{Scope: driverapi.LocalScope})
+}
+
+// RegisterGlobal registers the test driver at global scope, as
+// GlobalNetworkType, with r.
+func RegisterGlobal(r driverapi.Registerer) error {
+	d := &Driver{typ: GlobalNetworkType, store: r.DriverStore(GlobalNetworkType)}
+	return r.RegisterDriver(GlobalNetworkType, d, driverapi.Capability{Scope: driverapi.GlobalScope})
 }
 
 // network is what the driver keeps of a network between invocations.
@@ -52,7 +65,7 @@ func hangAt(step string) {
 func hostName(eid string) string { return "tv" + eid[:10] }
 func peerName(eid string) string { return "tp" + eid[:10] }
 
-func (d *Driver) Type() string { return NetworkType }
+func (d *Driver) Type() string { return d.typ }
 
 func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) error {
 	var n network

@@ -223,6 +223,10 @@ func (t *timedRegisterer) DriverStore(name string) store.Store {
 	return &timedStore{Store: store.Prefixed(t.raw, "drivers/"+name+"/"), r: t.r, label: "driver"}
 }
 
+func (t *timedRegisterer) DriverHostStore(name string) store.Store {
+	return &timedStore{Store: store.Prefixed(t.raw, "hostdrivers/"+name+"/"), r: t.r, label: "driver"}
+}
+
 // timedDriver times the driver's calls (the core's ADD and DEL use no
 // optional driver interface).
 type timedDriver struct {
