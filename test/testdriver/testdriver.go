@@ -1,6 +1,7 @@
 package testdriver
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -90,7 +91,11 @@ func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ dr
 	if ifc.MacAddress() == nil {
 		// Locally administered, derived from the endpoint ID.
 		mac := net.HardwareAddr{0x02, 0xcb, 0, 0, 0, 0}
-		copy(mac[2:], []byte(eid)[:4])
+		if b, err := hex.DecodeString(eid[:8]); err == nil {
+			copy(mac[2:], b) // 32 random bits of the ID
+		} else {
+			copy(mac[2:], eid[:4])
+		}
 		return ifc.SetMacAddress(mac)
 	}
 	return nil
