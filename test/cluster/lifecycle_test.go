@@ -83,6 +83,18 @@ var _ = Describe("a global network", func() {
 		}
 	})
 
+	It("rotates through the range across hosts, as on one host: a released address is not handed out next", func() {
+		n := network{name: "g6", subnet: "10.210.5.0/24"}
+		ctr := newContainer("ctr-1")
+		first, err := c.hosts[0].add(n, ctr, "")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.hosts[0].del(n, ctr, "")).To(Succeed())
+		next, err := c.hosts[1].add(n, newContainer("ctr-2"), "")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(next.IPs[0].Address.IP.String()).NotTo(Equal(first.IPs[0].Address.IP.String()))
+		Expect(next.IPs[0].Address.IP.To4()[3]).To(Equal(first.IPs[0].Address.IP.To4()[3] + 1))
+	})
+
 	It("moves a persistent endpoint from host A to host B with the same address and MAC", func() {
 		a, b := c.hosts[0], c.hosts[1]
 		n := network{name: "g3", subnet: "10.210.2.0/24"}
