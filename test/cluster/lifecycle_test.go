@@ -3,9 +3,13 @@ package cluster_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
@@ -187,6 +191,20 @@ var _ = Describe("a global network", func() {
 		table, err := b.cnmctl("-o", "table", "endpoint", "ls")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(table)).To(ContainSubstring("on node-1"))
+
+		// The etcd settings can come from the network's own conflist.
+		conflist := filepath.Join(GinkgoT().TempDir(), "20-g5.conflist")
+		var plugin map[string]any
+		Expect(json.Unmarshal(b.conf(n, nil), &plugin)).To(Succeed())
+		list, err := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": n.name, "plugins": []any{plugin}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(conflist, list, 0o600)).To(Succeed())
+		var fromFile []byte
+		Expect(b.ns.Do(func(ns.NetNS) error {
+			fromFile, err = exec.Command(filepath.Join(binDir, "cnmctl"), "--cluster-config", conflist, "-o", "table", "endpoint", "ls").Output()
+			return err
+		})).To(Succeed())
+		Expect(string(fromFile)).To(Equal(string(table)))
 
 		// Each host's check audits its own part: both agree with the store.
 		for _, h := range c.hosts {
