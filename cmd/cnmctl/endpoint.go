@@ -126,7 +126,7 @@ func endpointRemoveCommand(o *options) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&network, "network", "", "the endpoint's network (needed when the name is in several)")
-	cmd.Flags().BoolVar(&force, "force", false, "detach a joined endpoint from its sandbox first")
+	cmd.Flags().BoolVar(&force, "force", false, "detach a joined endpoint from its sandbox first (of a global network joined on another host: forget that join, touching nothing there)")
 	return cmd
 }
 

@@ -309,7 +309,7 @@ func reuseEndpoint(ep *Endpoint, req *Request, static staticRequest, here string
 	}
 	if a := ep.Sandbox; a != nil && a.Host != here {
 		return newError(CodeEndpointInUse, "endpoint %s of network %s is joined to sandbox %s (container %s) on host %s; "+
-			"if that host is gone for good, its endpoints are taken over once its lease expires, or remove the endpoint: cnmctl endpoint rm --force %s %s",
+			"if that host is gone for good, its endpoints are taken over once its lease expires, or remove the endpoint: cnmctl endpoint rm --force --network %s %s",
 			ep.Name, ep.Network, a.Key, a.ContainerID, a.Host, ep.Network, ep.Name)
 	}
 	if ep.Sandbox != nil {
