@@ -24,8 +24,9 @@
 // Update is serializable, optimistically, as etcd's STM: its function
 // runs against a snapshot, and its writes apply in one etcd transaction
 // only if nothing it read has changed in the meantime; otherwise it runs
-// again, from scratch, up to 10 times with a jittered, doubling pause
-// (2 ms to 100 ms), and then fails with store.ErrConflict. So the
+// again, from scratch, with a jittered, doubling pause (2 ms to 100 ms),
+// at least 10 times and until the store's Timeout has passed since the
+// first run, and then fails with store.ErrConflict. So the
 // function of an Update may run more than once, and must do nothing but
 // read and write through its Tx (or be safe to repeat).
 //
@@ -79,10 +80,11 @@
 // Every etcd call has the Store's Timeout as its deadline and requires a
 // leader, so a member cut off from its quorum refuses at once instead of
 // hanging (a request refused for want of a leader is sent again, within
-// the deadline, since nothing was done with it). An unreachable cluster,
-// one without quorum, or a deadline passed, is store.ErrUnavailable,
-// naming the endpoints; with FailFast every later call of that Store
-// fails with it at once. A commit that timed out may or may not have been
-// applied: the caller cannot tell, and must be able to run again what it
-// asked for.
+// the deadline, since nothing was done with it; so is a read refused
+// because the leader changed while it waited, as after the leader
+// died). An unreachable cluster, one without quorum, or a deadline
+// passed, is store.ErrUnavailable, naming the endpoints; with FailFast
+// every later call of that Store fails with it at once. A commit that
+// timed out may or may not have been applied: the caller cannot tell,
+// and must be able to run again what it asked for.
 package etcdstore

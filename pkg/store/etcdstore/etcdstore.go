@@ -32,9 +32,12 @@ const (
 	// this many compares, and this many writes. A transaction that needs
 	// more fails with ErrTxnTooLarge, before anything is sent.
 	MaxTxnOps = 128
-	// maxAttempts bounds the runs of a transaction's function when its
-	// commit conflicts (or its reads meet a compaction).
-	maxAttempts = 10
+	// minAttempts is how often a transaction's function runs at least
+	// when its commit conflicts (or its reads meet a compaction); it runs
+	// again until the store's Timeout has passed since the first run, so
+	// that a burst of ADDs on one network (which all move its address
+	// cursor) is served in turn rather than answered 11.
+	minAttempts = 10
 	// noLeaderWait is the pause before sending again a request that a
 	// member refused for having no leader.
 	noLeaderWait = 50 * time.Millisecond
@@ -230,7 +233,10 @@ func (s *Store) Update(fn func(store.Tx) error) error { return s.run(true, fn) }
 
 func (s *Store) run(writable bool, fn func(store.Tx) error) error {
 	var last error
-	for attempt := 1; attempt <= maxAttempts; attempt++ {
+	start := time.Now()
+	attempt := 0
+	for attempt < minAttempts || time.Since(start) < s.timeout {
+		attempt++
 		if attempt > 1 {
 			backoff(attempt)
 		}
@@ -257,7 +263,7 @@ func (s *Store) run(writable bool, fn func(store.Tx) error) error {
 		}
 		last = err
 	}
-	return fmt.Errorf("%w: gave up after %d attempts: %v", store.ErrConflict, maxAttempts, last)
+	return fmt.Errorf("%w: gave up after %d attempts in %s: %v", store.ErrConflict, attempt, time.Since(start).Round(time.Millisecond), last)
 }
 
 // usable fails when the Store may not make a call: closed, or failed
@@ -290,8 +296,11 @@ func (s *Store) call(what string, do func(ctx context.Context) error) error {
 		}
 		// A member refuses a request for having no leader before it does
 		// anything with it, so sending it again is safe, commits too:
-		// within the deadline, an election may give it one.
-		if errors.Is(err, rpctypes.ErrNoLeader) {
+		// within the deadline, an election may give it one. So is a read
+		// whose leader went while it waited for its read index ("leader
+		// changed": etcd answers that to linearizable reads, read-only
+		// Txns among them, never to a write), which the new leader serves.
+		if errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrLeaderChanged) {
 			select {
 			case <-time.After(noLeaderWait):
 				continue

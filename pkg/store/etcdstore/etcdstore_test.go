@@ -220,9 +220,10 @@ var _ = Describe("Update", func() {
 			func(o store.Store) { put(o, "dir/ab", "x") }, 2),
 	)
 
-	It("gives up with ErrConflict after its attempts, committing nothing", func() {
+	It("gives up with ErrConflict after at least 10 attempts and about its timeout, committing nothing", func() {
 		put(s, "k", "0")
 		runs := 0
+		start := time.Now()
 		err := s.Update(func(tx store.Tx) error {
 			runs++
 			if _, err := tx.Get("k"); err != nil {
@@ -231,8 +232,11 @@ var _ = Describe("Update", func() {
 			put(other, "k", strconv.Itoa(runs))
 			return tx.Put("mine", []byte("x"))
 		})
+		took := time.Since(start)
 		Expect(err).To(MatchError(store.ErrConflict))
-		Expect(runs).To(Equal(10))
+		Expect(runs).To(BeNumerically(">=", 10))
+		Expect(took).To(BeNumerically(">=", s.Timeout()))
+		Expect(took).To(BeNumerically("<", s.Timeout()+time.Second))
 		_, err = get(s, "mine")
 		Expect(err).To(MatchError(store.ErrNotFound))
 	})
