@@ -93,7 +93,7 @@ var _ = Describe("a global network's plugin killed with SIGKILL at every phase o
 				}
 			}
 		}
-		Expect(kills).To(Equal(2 * 2 * (len(addFaults)+len(delFaults)) - 2))
+		Expect(kills).To(Equal(2*2*(len(addFaults)+len(delFaults)) - 2))
 	})
 })
 
