@@ -593,12 +593,12 @@ var _ = Describe("a global network over TLS", func() {
 		Expect(took).To(BeNumerically("<", c.callBound()))
 	})
 
-	It("refuses an ADD whose certFile does not exist with 7 naming cluster.etcd, and touches nothing", func() {
+	It("refuses an ADD whose certFile does not exist with 7 naming cluster.etcd.certFile, and touches nothing", func() {
 		missing := c.etcd.TLS.CertFile + ".missing"
 		took, err := expectRefusedAdd(c.clusterWith(map[string]any{"certFile": missing}))
 		AddReportEntry("ADD with a missing certFile", fmt.Sprintf("%d in %s: %v", cniCode(err), took.Round(time.Millisecond), err))
 		Expect(cniCode(err)).To(Equal(uint(types.ErrInvalidNetworkConfig)), "%v", err)
-		Expect(err.Error()).To(HavePrefix("cluster.etcd"))
+		Expect(err.Error()).To(HavePrefix("cluster.etcd.certFile: "))
 		Expect(err.Error()).To(ContainSubstring(missing))
 	})
 })
