@@ -19,35 +19,12 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/store/storetest"
 )
 
-// put commits key=value in one transaction.
-func put(s store.Store, key, value string) {
-	GinkgoHelper()
-	Expect(s.Update(func(tx store.Tx) error { return tx.Put(key, []byte(value)) })).To(Succeed())
-}
-
-// get reads key in a transaction of its own.
-func get(s store.Store, key string) ([]byte, error) {
-	var v []byte
-	err := s.View(func(tx store.Tx) error {
-		var err error
-		v, err = tx.Get(key)
-		return err
-	})
-	return v, err
-}
-
-// scan returns the keys and values under prefix, in the order Scan gives them.
-func scan(s store.Store, prefix string) (keys []string, values []string) {
-	GinkgoHelper()
-	Expect(s.View(func(tx store.Tx) error {
-		return tx.Scan(prefix, func(k string, v []byte) error {
-			keys = append(keys, k)
-			values = append(values, string(v))
-			return nil
-		})
-	})).To(Succeed())
-	return keys, values
-}
+// The contract's helpers: a put, a get and a scan, each a transaction.
+var (
+	put  = storetest.Put
+	get  = storetest.Get
+	scan = storetest.Scan
+)
 
 var _ = Describe("Open", func() {
 	Context("file modes", Serial, func() {

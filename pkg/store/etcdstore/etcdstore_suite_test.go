@@ -10,9 +10,15 @@ import (
 	. "github.com/onsi/gomega"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/cnmnet/cnmnet/pkg/store"
 	"github.com/cnmnet/cnmnet/pkg/store/etcdstore"
+	"github.com/cnmnet/cnmnet/pkg/store/storetest"
 	"github.com/cnmnet/cnmnet/test/etcdtest"
+)
+
+// The contract's helpers: a put and a get, each a transaction.
+var (
+	put = storetest.Put
+	get = storetest.Get
 )
 
 func TestEtcdStore(t *testing.T) {
@@ -58,21 +64,4 @@ func open(cfg etcdstore.Config) *etcdstore.Store {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(s.Close)
 	return s
-}
-
-// put commits key=value in one transaction.
-func put(s store.Store, key, value string) {
-	GinkgoHelper()
-	Expect(s.Update(func(tx store.Tx) error { return tx.Put(key, []byte(value)) })).To(Succeed())
-}
-
-// get reads key in a transaction of its own.
-func get(s store.Store, key string) ([]byte, error) {
-	var v []byte
-	err := s.View(func(tx store.Tx) error {
-		var err error
-		v, err = tx.Get(key)
-		return err
-	})
-	return v, err
 }

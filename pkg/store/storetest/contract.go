@@ -33,14 +33,14 @@ func Contract(newSpace NewSpace) bool {
 	return true
 }
 
-// put commits key=value in one transaction.
-func put(s store.Store, key, value string) {
+// Put commits key=value in one transaction.
+func Put(s store.Store, key, value string) {
 	GinkgoHelper()
 	Expect(s.Update(func(tx store.Tx) error { return tx.Put(key, []byte(value)) })).To(Succeed())
 }
 
-// get reads key in a transaction of its own.
-func get(s store.Store, key string) ([]byte, error) {
+// Get reads key in a transaction of its own.
+func Get(s store.Store, key string) ([]byte, error) {
 	var v []byte
 	err := s.View(func(tx store.Tx) error {
 		var err error
@@ -50,8 +50,9 @@ func get(s store.Store, key string) ([]byte, error) {
 	return v, err
 }
 
-// scan returns the keys and values under prefix, in the order Scan gives them.
-func scan(s store.Store, prefix string) (keys []string, values []string) {
+// Scan returns the keys and values under prefix, in the order Scan gives
+// them.
+func Scan(s store.Store, prefix string) (keys []string, values []string) {
 	GinkgoHelper()
 	Expect(s.View(func(tx store.Tx) error {
 		keys, values = nil, nil
@@ -73,7 +74,7 @@ func transactionSpecs(newSpace NewSpace) {
 		})
 
 		It("returns ErrNotFound for a missing key, in View and in Update", func() {
-			_, err := get(s, "nope")
+			_, err := Get(s, "nope")
 			Expect(err).To(MatchError(store.ErrNotFound))
 			err = s.Update(func(tx store.Tx) error {
 				_, err := tx.Get("nope")
@@ -84,22 +85,22 @@ func transactionSpecs(newSpace NewSpace) {
 		})
 
 		It("puts, overwrites and deletes", func() {
-			put(s, "a", "1")
-			Expect(get(s, "a")).To(Equal([]byte("1")))
-			put(s, "a", "2")
-			Expect(get(s, "a")).To(Equal([]byte("2")))
+			Put(s, "a", "1")
+			Expect(Get(s, "a")).To(Equal([]byte("1")))
+			Put(s, "a", "2")
+			Expect(Get(s, "a")).To(Equal([]byte("2")))
 			Expect(s.Update(func(tx store.Tx) error { return tx.Delete("a") })).To(Succeed())
-			_, err := get(s, "a")
+			_, err := Get(s, "a")
 			Expect(err).To(MatchError(store.ErrNotFound))
 		})
 
 		DescribeTable("stores an empty value as present",
 			func(value []byte) {
 				Expect(s.Update(func(tx store.Tx) error { return tx.Put("empty", value) })).To(Succeed())
-				v, err := get(s, "empty")
+				v, err := Get(s, "empty")
 				Expect(err).NotTo(HaveOccurred())
 				Expect(v).To(BeEmpty())
-				keys, _ := scan(s, "empty")
+				keys, _ := Scan(s, "empty")
 				Expect(keys).To(Equal([]string{"empty"}))
 			},
 			Entry("zero-length", []byte{}),
@@ -118,9 +119,9 @@ func transactionSpecs(newSpace NewSpace) {
 		})
 
 		It("sees its own writes in a Scan, merged with the stored keys in byte order", func() {
-			put(s, "d/b", "old")
-			put(s, "d/d", "doomed")
-			put(s, "d/e", "kept")
+			Put(s, "d/b", "old")
+			Put(s, "d/d", "doomed")
+			Put(s, "d/e", "kept")
 			wantKeys := []string{"d/a", "d/b", "d/c", "d/e"}
 			wantValues := []string{"new a", "changed b", "new c", "kept"}
 			Expect(s.Update(func(tx store.Tx) error {
@@ -143,10 +144,10 @@ func transactionSpecs(newSpace NewSpace) {
 				Expect(tx.Get("d/d")).Error().To(MatchError(store.ErrNotFound))
 				return nil
 			})).To(Succeed())
-			keys, values := scan(s, "d/")
+			keys, values := Scan(s, "d/")
 			Expect(keys).To(Equal(wantKeys))
 			Expect(values).To(Equal(wantValues))
-			keys, _ = scan(s, "d")
+			keys, _ = Scan(s, "d")
 			Expect(keys).To(Equal(append([]string{"d"}, wantKeys...)))
 		})
 
@@ -155,15 +156,15 @@ func transactionSpecs(newSpace NewSpace) {
 		})
 
 		It("refuses writes in a View and keeps the store unchanged", func() {
-			put(s, "a", "1")
+			Put(s, "a", "1")
 			err := s.View(func(tx store.Tx) error {
 				Expect(tx.Put("b", []byte("2"))).NotTo(Succeed())
 				Expect(tx.Delete("a")).NotTo(Succeed())
 				return nil
 			})
 			Expect(err).NotTo(HaveOccurred())
-			Expect(get(s, "a")).To(Equal([]byte("1")))
-			_, err = get(s, "b")
+			Expect(Get(s, "a")).To(Equal([]byte("1")))
+			_, err = Get(s, "b")
 			Expect(err).To(MatchError(store.ErrNotFound))
 		})
 
@@ -174,13 +175,13 @@ func transactionSpecs(newSpace NewSpace) {
 					"net/b", "ne", "net", "net/a/x", "net0", "net/", "net/\xff", "net/B",
 					"net/a", "net/0", "nez", "a", "net/a/", "z",
 				} {
-					put(s, k, "v:"+k)
+					Put(s, k, "v:"+k)
 				}
 			})
 
 			DescribeTable("returns exactly the keys with the prefix, in byte order",
 				func(prefix string, want []string) {
-					keys, values := scan(s, prefix)
+					keys, values := Scan(s, prefix)
 					Expect(keys).To(Equal(want))
 					Expect(sort.StringsAreSorted(keys)).To(BeTrue())
 					for i, k := range keys {
@@ -217,8 +218,8 @@ func transactionSpecs(newSpace NewSpace) {
 		})
 
 		It("returns copies: changing a value read in a transaction does not change the store", func() {
-			put(s, "a", "original")
-			put(s, "p/b", "original")
+			Put(s, "a", "original")
+			Put(s, "p/b", "original")
 			var got, scanned []byte
 			Expect(s.View(func(tx store.Tx) error {
 				var err error
@@ -233,8 +234,8 @@ func transactionSpecs(newSpace NewSpace) {
 			})).To(Succeed())
 			copy(got, "XXXXXXXX")
 			copy(scanned, "XXXXXXXX")
-			Expect(get(s, "a")).To(Equal([]byte("original")))
-			Expect(get(s, "p/b")).To(Equal([]byte("original")))
+			Expect(Get(s, "a")).To(Equal([]byte("original")))
+			Expect(Get(s, "p/b")).To(Equal([]byte("original")))
 
 			// Also within an Update, where an embedded store's slices may
 			// point into pages that are about to be written, and a store
@@ -248,7 +249,7 @@ func transactionSpecs(newSpace NewSpace) {
 				Expect(tx.Get("a")).To(Equal([]byte("original")))
 				return tx.Put("c", []byte("new"))
 			})).To(Succeed())
-			Expect(get(s, "a")).To(Equal([]byte("original")))
+			Expect(Get(s, "a")).To(Equal([]byte("original")))
 
 			// And a value the transaction wrote itself.
 			Expect(s.Update(func(tx store.Tx) error {
@@ -262,7 +263,7 @@ func transactionSpecs(newSpace NewSpace) {
 				copy(v, "ZZZZZZZ")
 				return nil
 			})).To(Succeed())
-			Expect(get(s, "w")).To(Equal([]byte("written")))
+			Expect(Get(s, "w")).To(Equal([]byte("written")))
 		})
 
 		It("stores the value as it was at Put: the caller may reuse its buffer in the same transaction", func() {
@@ -275,11 +276,11 @@ func transactionSpecs(newSpace NewSpace) {
 				copy(buf, "XXXXX")
 				return nil
 			})).To(Succeed())
-			Expect(get(s, "a")).To(Equal([]byte("first")))
+			Expect(Get(s, "a")).To(Equal([]byte("first")))
 		})
 
 		It("commits nothing when fn returns an error, and returns that error", func() {
-			put(s, "keep", "1")
+			Put(s, "keep", "1")
 			boom := errors.New("boom")
 			err := s.Update(func(tx store.Tx) error {
 				Expect(tx.Get("keep")).To(Equal([]byte("1")))
@@ -290,13 +291,13 @@ func transactionSpecs(newSpace NewSpace) {
 			})
 			Expect(err).To(MatchError(boom))
 			Expect(err.Error()).To(Equal("wrapped: boom"), "the error of fn is returned as it is")
-			_, err = get(s, "new")
+			_, err = Get(s, "new")
 			Expect(err).To(MatchError(store.ErrNotFound))
-			Expect(get(s, "keep")).To(Equal([]byte("1")))
+			Expect(Get(s, "keep")).To(Equal([]byte("1")))
 		})
 
 		It("commits nothing when fn panics, reports it (as an error or by panicking on), and stays usable", func() {
-			put(s, "keep", "1")
+			Put(s, "keep", "1")
 			var err error
 			recovered := func() (r any) {
 				defer func() { r = recover() }()
@@ -308,11 +309,11 @@ func transactionSpecs(newSpace NewSpace) {
 				return nil
 			}()
 			Expect(recovered != nil || err != nil).To(BeTrue(), "the panic went unreported")
-			_, err = get(s, "new")
+			_, err = Get(s, "new")
 			Expect(err).To(MatchError(store.ErrNotFound))
-			Expect(get(s, "keep")).To(Equal([]byte("1")))
-			put(s, "after", "2")
-			Expect(get(s, "after")).To(Equal([]byte("2")))
+			Expect(Get(s, "keep")).To(Equal([]byte("1")))
+			Put(s, "after", "2")
+			Expect(Get(s, "after")).To(Equal([]byte("2")))
 		})
 
 		Describe("GetJSON and PutJSON", func() {
@@ -329,7 +330,7 @@ func transactionSpecs(newSpace NewSpace) {
 				var out record
 				Expect(s.View(func(tx store.Tx) error { return store.GetJSON(tx, "ep/ep1", &out) })).To(Succeed())
 				Expect(out).To(Equal(in))
-				raw, err := get(s, "ep/ep1")
+				raw, err := Get(s, "ep/ep1")
 				Expect(err).NotTo(HaveOccurred())
 				Expect(json.Valid(raw)).To(BeTrue())
 			})
@@ -342,7 +343,7 @@ func transactionSpecs(newSpace NewSpace) {
 
 			DescribeTable("reports a value that does not decode as ErrCorrupt, naming the key",
 				func(raw string) {
-					put(s, "ep/bad", raw)
+					Put(s, "ep/bad", raw)
 					var out record
 					err := s.View(func(tx store.Tx) error { return store.GetJSON(tx, "ep/bad", &out) })
 					Expect(err).To(MatchError(store.ErrCorrupt))
@@ -360,7 +361,7 @@ func transactionSpecs(newSpace NewSpace) {
 				Expect(err).To(HaveOccurred())
 				Expect(err).NotTo(MatchError(store.ErrCorrupt))
 				Expect(err.Error()).To(ContainSubstring("ep/chan"))
-				_, err = get(s, "ep/chan")
+				_, err = Get(s, "ep/chan")
 				Expect(err).To(MatchError(store.ErrNotFound))
 			})
 		})
@@ -384,50 +385,50 @@ func prefixedSpecs(newSpace NewSpace) {
 		})
 
 		It("stores keys under the prefix in the underlying store", func() {
-			put(one, "ep/a", "1")
-			Expect(get(s, "drivers/one/ep/a")).To(Equal([]byte("1")))
-			_, err := get(s, "ep/a")
+			Put(one, "ep/a", "1")
+			Expect(Get(s, "drivers/one/ep/a")).To(Equal([]byte("1")))
+			_, err := Get(s, "ep/a")
 			Expect(err).To(MatchError(store.ErrNotFound))
 
-			put(s, "drivers/one/ep/b", "2")
-			Expect(get(one, "ep/b")).To(Equal([]byte("2")))
+			Put(s, "drivers/one/ep/b", "2")
+			Expect(Get(one, "ep/b")).To(Equal([]byte("2")))
 		})
 
 		It("strips the prefix from the keys Scan returns", func() {
-			put(one, "ep/b", "2")
-			put(one, "ep/a", "1")
-			put(one, "other", "3")
-			put(s, "drivers/one", "outside") // shares the bytes but not the prefix
-			keys, values := scan(one, "ep/")
+			Put(one, "ep/b", "2")
+			Put(one, "ep/a", "1")
+			Put(one, "other", "3")
+			Put(s, "drivers/one", "outside") // shares the bytes but not the prefix
+			keys, values := Scan(one, "ep/")
 			Expect(keys).To(Equal([]string{"ep/a", "ep/b"}))
 			Expect(values).To(Equal([]string{"1", "2"}))
-			keys, _ = scan(one, "")
+			keys, _ = Scan(one, "")
 			Expect(keys).To(Equal([]string{"ep/a", "ep/b", "other"}))
 		})
 
 		It("keeps two prefixes apart", func() {
-			put(one, "k", "from one")
-			put(two, "k", "from two")
-			put(two, "only-two", "x")
-			Expect(get(one, "k")).To(Equal([]byte("from one")))
-			Expect(get(two, "k")).To(Equal([]byte("from two")))
-			_, err := get(one, "only-two")
+			Put(one, "k", "from one")
+			Put(two, "k", "from two")
+			Put(two, "only-two", "x")
+			Expect(Get(one, "k")).To(Equal([]byte("from one")))
+			Expect(Get(two, "k")).To(Equal([]byte("from two")))
+			_, err := Get(one, "only-two")
 			Expect(err).To(MatchError(store.ErrNotFound))
-			keys, _ := scan(one, "")
+			keys, _ := Scan(one, "")
 			Expect(keys).To(Equal([]string{"k"}))
-			keys, _ = scan(two, "")
+			keys, _ = Scan(two, "")
 			Expect(keys).To(Equal([]string{"k", "only-two"}))
 
 			Expect(one.Update(func(tx store.Tx) error { return tx.Delete("k") })).To(Succeed())
-			Expect(get(two, "k")).To(Equal([]byte("from two")))
+			Expect(Get(two, "k")).To(Equal([]byte("from two")))
 		})
 
 		It("nests", func() {
-			put(nested, "k", "deep")
-			Expect(get(s, "drivers/one/sub/k")).To(Equal([]byte("deep")))
-			keys, _ := scan(one, "")
+			Put(nested, "k", "deep")
+			Expect(Get(s, "drivers/one/sub/k")).To(Equal([]byte("deep")))
+			keys, _ := Scan(one, "")
 			Expect(keys).To(Equal([]string{"sub/k"}))
-			keys, _ = scan(nested, "")
+			keys, _ = Scan(nested, "")
 			Expect(keys).To(Equal([]string{"k"}))
 		})
 
@@ -437,14 +438,14 @@ func prefixedSpecs(newSpace NewSpace) {
 				Expect(tx.Put("k", []byte("v"))).To(Succeed())
 				return boom
 			})).To(MatchError(boom))
-			_, err := get(s, "drivers/one/k")
+			_, err := Get(s, "drivers/one/k")
 			Expect(err).To(MatchError(store.ErrNotFound))
 		})
 
 		It("does not close the underlying store", func() {
 			Expect(one.Close()).To(Succeed())
-			put(s, "still", "open")
-			put(one, "still", "open")
+			Put(s, "still", "open")
+			Put(one, "still", "open")
 		})
 	})
 }
@@ -545,7 +546,7 @@ func concurrencySpecs(newSpace NewSpace) {
 				}
 				return nil
 			})
-			Expect(get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
+			Expect(Get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
 		})
 
 		It("never insert past a limit they check with a Scan (no phantoms)", func() {
@@ -562,7 +563,7 @@ func concurrencySpecs(newSpace NewSpace) {
 						return tx.Put(prefix+strconv.Itoa(i), []byte("taken"))
 					}, conflicts)
 				})
-				keys, _ := scan(open(), prefix)
+				keys, _ := Scan(open(), prefix)
 				Expect(keys).To(HaveLen(limit), "round %d: %v", round, keys)
 			}
 		})
@@ -589,7 +590,7 @@ func concurrencySpecs(newSpace NewSpace) {
 						return tx.Delete(prefix + strconv.Itoa(i))
 					}, conflicts)
 				})
-				keys, _ := scan(open(), prefix)
+				keys, _ := Scan(open(), prefix)
 				Expect(keys).To(HaveLen(1), "round %d: %v", round, keys)
 			}
 		})
@@ -598,8 +599,8 @@ func concurrencySpecs(newSpace NewSpace) {
 			// The writer always sets both keys of the pair to the same
 			// value in one transaction; the readers read them apart.
 			writer := open()
-			put(writer, "pair/a", "0")
-			put(writer, "pair/b", "0")
+			Put(writer, "pair/a", "0")
+			Put(writer, "pair/b", "0")
 			done := make(chan struct{})
 			go func() {
 				defer GinkgoRecover()
