@@ -1,0 +1,84 @@
+// Package records is what the overlay's plugin (cnm-overlay) and its
+// daemon (cnm-overlayd) share through the cluster store: the network's
+// VXLAN parameters, and where each joined endpoint is — its MAC, its
+// addresses and its host's VTEP — from which every other host programs
+// its forwarding entries.
+//
+// Keys are store keys of the driver's space, under
+// "drivers/cnm-overlay/" in the cluster store (etcd key
+// "<prefix>/data/drivers/cnm-overlay/<key>"):
+//
+//	networks/<network id>   Network, written by the network's first CreateNetwork
+//	vnis/<vni>              the network id holding the VNI (unique cluster-wide)
+//	peers/<network id>/<endpoint id>
+//	                        Peer, written by Join on the endpoint's host,
+//	                        deleted by its Leave there (only if it names that host)
+//
+// A host's own part (DriverHostStore, under "hosts/<host>/hostdrivers/cnm-overlay/"):
+//
+//	networks/<network id>   HostNetwork: the links made on this host
+package records
+
+import (
+	"net"
+	"strconv"
+)
+
+// NetworkType is the CNI type of the overlay.
+const NetworkType = "cnm-overlay"
+
+// StorePrefix is the driver's space in the cluster store, as a store key.
+const StorePrefix = "drivers/" + NetworkType + "/"
+
+// Network is an overlay network's cluster-wide parameters.
+type Network struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	VNI  uint32 `json:"vni"`
+	Port int    `json:"port"`
+	// Gateways are the gateway addresses (CIDR) on every host's bridge.
+	Gateways []string `json:"gateways,omitempty"`
+	// Subnets are the network's subnets (CIDR).
+	Subnets []string `json:"subnets,omitempty"`
+}
+
+// HostNetwork is what one host made for a network.
+type HostNetwork struct {
+	Bridge   string `json:"bridge"`
+	VXLAN    string `json:"vxlan"`
+	Underlay string `json:"underlay"`
+	LocalIP  string `json:"localIP"`
+	MTU      int    `json:"mtu"`
+}
+
+// Peer is a joined endpoint as the other hosts program it.
+type Peer struct {
+	Network  string   `json:"network"`  // network id
+	Endpoint string   `json:"endpoint"` // endpoint id
+	Host     string   `json:"host"`
+	VTEP     string   `json:"vtep"`
+	MAC      string   `json:"mac"`
+	IPs      []string `json:"ips"` // addresses, without prefix length
+}
+
+// NetworkKey, VNIKey and PeerKey are keys of the driver's cluster space;
+// PeerPrefix lists a network's peers, PeersPrefix every network's.
+func NetworkKey(nid string) string     { return "networks/" + nid }
+func VNIKey(vni uint32) string         { return "vnis/" + strconv.FormatUint(uint64(vni), 10) }
+func PeerKey(nid, eid string) string   { return PeerPrefix(nid) + eid }
+func PeerPrefix(nid string) string     { return PeersPrefix + nid + "/" }
+func HostNetworkKey(nid string) string { return "networks/" + nid }
+
+// PeersPrefix is where every network's peers are.
+const PeersPrefix = "peers/"
+
+// ParseIPs parses a peer's addresses, skipping what does not parse.
+func (p *Peer) ParseIPs() []net.IP {
+	var out []net.IP
+	for _, s := range p.IPs {
+		if ip := net.ParseIP(s); ip != nil {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
