@@ -27,6 +27,13 @@ import (
 // NetworkType is the CNI type of the overlay.
 const NetworkType = "cnm-overlay"
 
+// HostLockFile serialises, across the processes of one host (the
+// plugin's invocations and cnm-overlayd), the changes to the overlay's
+// data plane there: package dataplane does not lock, and a plugin's
+// Reconcile of a network racing a daemon's would undo the other's
+// entries. Take it (pkg/hostlock) around each dataplane change.
+const HostLockFile = "/run/cnmnet/overlay.lock"
+
 // StorePrefix is the driver's space in the cluster store, as a store key.
 const StorePrefix = "drivers/" + NetworkType + "/"
 
@@ -49,6 +56,21 @@ type HostNetwork struct {
 	Underlay string `json:"underlay"`
 	LocalIP  string `json:"localIP"`
 	MTU      int    `json:"mtu"`
+
+	// Host is this host's name in the cluster store (Peer.Host of the
+	// endpoints joined here). Name, Subnets, IPMasq and Isolation say the
+	// network's firewall rules here; VNI, Port and Gateways its VXLAN
+	// device and bridge as made here (copies of the Network's): enough
+	// to check or remove this host's part when the cluster record is
+	// gone or unreachable.
+	Host      string   `json:"host,omitempty"`
+	Name      string   `json:"name,omitempty"`
+	VNI       uint32   `json:"vni,omitempty"`
+	Port      int      `json:"port,omitempty"`
+	Subnets   []string `json:"subnets,omitempty"`
+	Gateways  []string `json:"gateways,omitempty"`
+	IPMasq    bool     `json:"ipMasq,omitempty"`
+	Isolation bool     `json:"isolation,omitempty"`
 }
 
 // Peer is a joined endpoint as the other hosts program it.

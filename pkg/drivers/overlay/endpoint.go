@@ -1,0 +1,405 @@
+package overlay
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// CreateEndpoint implements driverapi.Driver: an overlay endpoint needs
+// an address, and gets a MAC derived from it when it has none. The core
+// keeps the MAC in the endpoint's record, so it follows the endpoint to
+// every host it joins on.
+func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ driverapi.Options) error {
+	ifc := ep.Interface()
+	if ifc == nil || len(ifc.Addresses()) == 0 {
+		return invalid("ipam: a %s endpoint needs an address; configure ipam ranges", records.NetworkType)
+	}
+	if ifc.MacAddress() != nil {
+		return nil
+	}
+	for try := range maxMACTries {
+		err := ifc.SetMacAddress(macFor(ifc.Addresses(), try))
+		if !errors.Is(err, driverapi.ErrMACInUse) {
+			return err
+		}
+	}
+	return fmt.Errorf("endpoint %s: no free MAC after %d tries", eid, maxMACTries)
+}
+
+// maxMACTries bounds the MACs tried for one endpoint.
+const maxMACTries = 8
+
+// macFor derives a locally administered unicast MAC from the endpoint's
+// addresses, as libnetwork's overlay does (02:42 and the IPv4 address,
+// unique in the network as the address is); from IPv6 addresses alone,
+// or when that one is taken, 32 bits of their hash, try making another
+// candidate. Never the bridge's (dataplane.BridgeMAC avoids 02:42).
+func macFor(addrs []*net.IPNet, try int) net.HardwareAddr {
+	if try == 0 {
+		for _, a := range addrs {
+			if v4 := a.IP.To4(); v4 != nil {
+				return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
+			}
+		}
+	}
+	h := sha256.New()
+	h.Write([]byte("overlay-endpoint/"))
+	for _, a := range addrs {
+		h.Write(a.IP.To16())
+	}
+	h.Write([]byte{byte(try)})
+	sum := h.Sum(nil)
+	return net.HardwareAddr{0x02, 0x42, sum[0], sum[1], sum[2], sum[3]}
+}
+
+// DeleteEndpoint implements driverapi.Driver: the reservation ends, so
+// no host may forward to the endpoint any more, wherever it was joined.
+func (d *Driver) DeleteEndpoint(nid, eid string) error {
+	return d.store.Update(func(tx store.Tx) error { return tx.Delete(records.PeerKey(nid, eid)) })
+}
+
+// EndpointOperInfo implements driverapi.Driver: where the endpoint is
+// joined, as the other hosts see it.
+func (d *Driver) EndpointOperInfo(nid, eid string) (map[string]any, error) {
+	p, err := d.peer(nid, eid)
+	if err != nil || p == nil {
+		return nil, err
+	}
+	return map[string]any{"host": p.Host, "vtep": p.VTEP}, nil
+}
+
+func (d *Driver) peer(nid, eid string) (*records.Peer, error) {
+	p := &records.Peer{}
+	err := d.store.View(func(tx store.Tx) error { return store.GetJSON(tx, records.PeerKey(nid, eid), p) })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return p, err
+}
+
+// vethNames are the host end of an endpoint's veth (stable, unique per
+// endpoint) and the end made in the sandbox. Not cnm-bridge's "veth"
+// prefix: its janitor claims the links named so.
+func vethNames(eid string) (host, peer string) {
+	return "ovh" + eid[:11], "ovs" + eid[:11]
+}
+
+// vethOwner is the mark of a host veth: its endpoint and network.
+func vethOwner(eid, nid string) string { return "cnmnet:" + eid + "/" + nid }
+
+// Join implements driverapi.Driver: a veth pair, made with its other end
+// in the sandbox and its host end on the network's bridge, with the
+// overlay's MTU and the endpoint's MAC; the gateways; then the record
+// that tells the other hosts the endpoint is here, and the removal of
+// the entries this host had for it as a remote endpoint.
+func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driverapi.Options) (err error) {
+	ifc := ji.Interface()
+	if ifc == nil || len(ifc.Addresses()) == 0 {
+		return invalid("ipam: a %s endpoint needs an address", records.NetworkType)
+	}
+	h, err := d.hostNetwork(nid)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("overlay network %s has no host state here: remove the network and add it again", nid)
+	}
+	dn, err := dataplaneNetwork(nid, h)
+	if err != nil {
+		return err
+	}
+	if err := d.repairHost(nid, h, dn); err != nil {
+		return err
+	}
+	host, err := createVeth(dn, eid, nid, sboxKey, ifc.MacAddress())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = deleteLink(host.Attrs().Name)
+		}
+	}()
+	mac := ifc.MacAddress()
+	if mac == nil {
+		if mac, err = sandboxMAC(sboxKey, eid); err != nil {
+			return err
+		}
+	}
+	p := records.Peer{Network: nid, Endpoint: eid, Host: h.Host, VTEP: h.LocalIP, MAC: mac.String()}
+	for _, a := range ifc.Addresses() {
+		p.IPs = append(p.IPs, a.IP.String())
+	}
+	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, records.PeerKey(nid, eid), p) }); err != nil {
+		return fmt.Errorf("record overlay endpoint %s here: %w", opts.Endpoint, err)
+	}
+	// It is local now: an entry sending it to another host (it was
+	// there before) would take its traffic away. Under the host lock,
+	// as every change to the network's entries.
+	if err := d.withLock(func() error {
+		return dataplane.DeletePeer(dn, dataplane.Peer{MAC: mac, IPs: p.ParseIPs()})
+	}); err != nil {
+		return fmt.Errorf("remove this host's forwarding entries for endpoint %s: %w", opts.Endpoint, err)
+	}
+	return describeJoin(dn, h, ji, host, eid, opts.IfName)
+}
+
+func (d *Driver) withLock(f func() error) error {
+	unlock, err := hostLock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return f()
+}
+
+// repairHost makes the network's data plane again when it is not whole
+// (a bridge deleted by hand, say), and then its peers, which a VXLAN
+// device made anew has lost.
+func (d *Driver) repairHost(nid string, h *records.HostNetwork, dn dataplane.Network) error {
+	if dataplane.Check(dn) == nil {
+		return nil
+	}
+	return d.withLock(func() error { return d.setUpHost(nid, h) })
+}
+
+// sandboxMAC reads the MAC the kernel gave the sandbox end.
+func sandboxMAC(sboxKey, eid string) (net.HardwareAddr, error) {
+	_, peer := vethNames(eid)
+	var mac net.HardwareAddr
+	err := ns.WithNetNSPath(sboxKey, func(ns.NetNS) error {
+		l, err := netlink.LinkByName(peer)
+		if err != nil {
+			return fmt.Errorf("find %s in the sandbox: %w", peer, err)
+		}
+		mac = l.Attrs().HardwareAddr
+		return nil
+	})
+	return mac, err
+}
+
+// describeJoin tells the core the names, gateways and host interfaces.
+func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.JoinInfo, host netlink.Link, eid, ifName string) error {
+	for _, g := range h.Gateways {
+		ip, subnet, err := net.ParseCIDR(g)
+		if err != nil {
+			return fmt.Errorf("gateway %s: %w", g, err)
+		}
+		if !hasAddressIn(ji.Interface(), subnet) {
+			continue // another subnet's: not on this endpoint's link
+		}
+		if ip.To4() != nil {
+			err = ji.SetGateway(ip)
+		} else {
+			err = ji.SetGatewayIPv6(ip)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := ji.AddHostInterface(h.Bridge, dataplane.BridgeMAC(dn.ID)); err != nil {
+		return err
+	}
+	if err := ji.AddHostInterface(host.Attrs().Name, host.Attrs().HardwareAddr); err != nil {
+		return err
+	}
+	_, peer := vethNames(eid)
+	return ji.SetNamesInSandbox(peer, ifName)
+}
+
+func hasAddressIn(ifc driverapi.InterfaceInfo, subnet *net.IPNet) bool {
+	for _, a := range ifc.Addresses() {
+		if subnet.Contains(a.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+// createVeth makes the endpoint's veth pair, its other end inside the
+// sandbox (made in place: moving a link costs the kernel far more).
+func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareAddr) (netlink.Link, error) {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	sbx, err := ns.GetNS(sboxKey)
+	if err != nil {
+		return nil, fmt.Errorf("open sandbox %s: %w", sboxKey, err)
+	}
+	defer sbx.Close()
+	host, peer := vethNames(eid)
+	veth := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: host, MTU: br.Attrs().MTU, MasterIndex: br.Attrs().Index, TxQLen: -1},
+		PeerName:         peer,
+		PeerHardwareAddr: mac,
+		PeerNamespace:    netlink.NsFd(int(sbx.Fd())),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s: %w", host, err)
+	}
+	link, err := netlink.LinkByName(host)
+	if err == nil {
+		err = netlink.LinkSetAlias(link, vethOwner(eid, nid))
+	}
+	if err == nil {
+		err = netlink.LinkSetUp(link)
+	}
+	if err != nil {
+		_ = deleteLink(host)
+		return nil, fmt.Errorf("set up veth %s: %w", host, err)
+	}
+	return link, nil
+}
+
+// deleteLink removes a link; a missing one is not an error.
+func deleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Leave implements driverapi.Driver: the veth goes (its sandbox end with
+// it), and the endpoint's record when it still names this host; one that
+// names another host is the endpoint's new place.
+func (d *Driver) Leave(nid, eid string) error {
+	host, _ := vethNames(eid)
+	if err := deleteLink(host); err != nil {
+		return err
+	}
+	h, err := d.hostNetwork(nid)
+	if err != nil || h == nil {
+		return err
+	}
+	return d.store.Update(func(tx store.Tx) error {
+		p := &records.Peer{}
+		err := store.GetJSON(tx, records.PeerKey(nid, eid), p)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if p.Host != h.Host {
+			return nil
+		}
+		return tx.Delete(records.PeerKey(nid, eid))
+	})
+}
+
+// CheckEndpoint implements driverapi.Checker: the network's data plane
+// here (bridge, VXLAN device with its VNI and port, addresses), the
+// endpoint's veth on the bridge and up, its record naming this host, the
+// firewall rules, and this host's forwarding entries for every endpoint
+// of the network on other hosts.
+func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
+	h, err := d.hostNetwork(nid)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("overlay network %s has no host state here", nid)
+	}
+	dn, err := dataplaneNetwork(nid, h)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	if err := dataplane.Check(dn); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if p := checkVeth(dn, eid); p != "" {
+		problems = append(problems, p)
+	}
+	if p, err := d.peer(nid, eid); err != nil {
+		return err
+	} else if p == nil || p.Host != h.Host {
+		problems = append(problems, fmt.Sprintf("the cluster store does not record endpoint %s as joined on this host (%s)", eid, h.Host))
+	}
+	if h.IPMasq || h.Isolation {
+		fw, err := d.firewall()
+		if err != nil {
+			return err
+		}
+		if err := fw.Check(firewallNetwork(h), nil); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	missing, err := d.missingPeers(nid, h, dn)
+	if err != nil {
+		return err
+	}
+	problems = append(problems, missing...)
+	if len(problems) > 0 {
+		return fmt.Errorf("overlay endpoint %s: %s", eid, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// checkVeth says what is wrong with the endpoint's host veth, "" if nothing.
+func checkVeth(dn dataplane.Network, eid string) string {
+	host, _ := vethNames(eid)
+	veth, err := netlink.LinkByName(host)
+	if err != nil {
+		return fmt.Sprintf("host veth %s: %v", host, err)
+	}
+	br, err := netlink.LinkByName(dn.Bridge)
+	switch {
+	case err != nil:
+		return "" // dataplane.Check names it
+	case veth.Attrs().MasterIndex != br.Attrs().Index:
+		return fmt.Sprintf("host veth %s is not on bridge %s", host, dn.Bridge)
+	case veth.Attrs().Flags&net.FlagUp == 0:
+		return fmt.Sprintf("host veth %s is down", host)
+	}
+	return ""
+}
+
+// missingPeers names the endpoints on other hosts that this host does
+// not forward to, or forwards to the wrong place.
+func (d *Driver) missingPeers(nid string, h *records.HostNetwork, dn dataplane.Network) ([]string, error) {
+	want, err := d.remotePeers(nid, h.Host)
+	if err != nil {
+		return nil, err
+	}
+	have, err := dataplane.Peers(dn)
+	if err != nil {
+		return []string{fmt.Sprintf("forwarding entries: %v", err)}, nil
+	}
+	var problems []string
+	for _, w := range want {
+		i := slices.IndexFunc(have, func(p dataplane.Peer) bool { return bytes.Equal(p.MAC, w.MAC) })
+		if i < 0 || !have[i].VTEP.Equal(w.VTEP) {
+			problems = append(problems, fmt.Sprintf("no forwarding entry for %s", w))
+			continue
+		}
+		for _, ip := range w.IPs {
+			if !slices.ContainsFunc(have[i].IPs, ip.Equal) {
+				problems = append(problems, fmt.Sprintf("no neighbour entry for %s of %s", ip, w.MAC))
+			}
+		}
+	}
+	return problems, nil
+}
