@@ -17,7 +17,7 @@ LDFLAGS    := -X github.com/cnmnet/cnmnet/pkg/buildinfo.version=$(VERSION) -X gi
 
 all: build
 
-build: $(BINS) bin/cnmctl
+build: $(BINS) bin/cnmctl bin/cnm-overlayd
 
 bin/%: FORCE
 	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
@@ -36,13 +36,13 @@ install: build
 	install -d $(DESTDIR)$(CNI_BIN_DIR)
 	install -m 0755 $(BINS) $(DESTDIR)$(CNI_BIN_DIR)/
 	install -d $(DESTDIR)$(BIN_DIR)
-	install -m 0755 bin/cnmctl $(DESTDIR)$(BIN_DIR)/
+	install -m 0755 bin/cnmctl bin/cnm-overlayd $(DESTDIR)$(BIN_DIR)/
 
 # Removes exactly what install put there. The plugins' state (dataDir,
 # /var/lib/cni/cnm) and host state stay: remove the networks first
 # (cnmctl network rm), see README "Install".
 uninstall:
-	rm -f $(PLUGINS:%=$(DESTDIR)$(CNI_BIN_DIR)/%) $(DESTDIR)$(BIN_DIR)/cnmctl
+	rm -f $(PLUGINS:%=$(DESTDIR)$(CNI_BIN_DIR)/%) $(DESTDIR)$(BIN_DIR)/cnmctl $(DESTDIR)$(BIN_DIR)/cnm-overlayd
 
 # What the tests need from Debian, installed when missing (root).
 deps:

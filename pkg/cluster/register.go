@@ -34,9 +34,6 @@ func Register(ctx context.Context, s *etcdstore.Store, rec cnm.HostRecord, ttl t
 	if rec.Registered.IsZero() {
 		rec.Registered = time.Now().UTC()
 	}
-	if err := s.Update(func(tx store.Tx) error { return store.PutJSON(tx, cnm.HostKey(rec.Name), rec) }); err != nil {
-		return nil, fmt.Errorf("register host %s: %w", rec.Name, err)
-	}
 	cli := s.Client()
 	secs := int64(ttl / time.Second)
 	if secs < 1 {
@@ -50,6 +47,12 @@ func Register(ctx context.Context, s *etcdstore.Store, rec cnm.HostRecord, ttl t
 	}
 	if _, err := cli.Put(grantCtx, s.Key(cnm.HostLiveKey(rec.Name)), rec.Registered.Format(time.RFC3339Nano), clientv3.WithLease(lease.ID)); err != nil {
 		return nil, fmt.Errorf("register host %s: live key: %w", rec.Name, err)
+	}
+	// The record after the live key: a host with a record and no live key
+	// is taken for gone, so a registration cut short between the two must
+	// not leave the record alone.
+	if err := s.Update(func(tx store.Tx) error { return store.PutJSON(tx, cnm.HostKey(rec.Name), rec) }); err != nil {
+		return nil, fmt.Errorf("register host %s: %w", rec.Name, err)
 	}
 	kaCtx, cancel := context.WithCancel(ctx)
 	ka, err := cli.KeepAlive(kaCtx, lease.ID)

@@ -1,0 +1,590 @@
+package overlayd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cnmnet/cnmnet/pkg/cluster"
+	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
+	"github.com/cnmnet/cnmnet/pkg/store"
+	"github.com/cnmnet/cnmnet/pkg/store/etcdstore"
+)
+
+const (
+	// DefaultLeaseTTL is the host lease's TTL: well above an etcd
+	// outage one expects, as the other hosts take this one for gone
+	// once it expires.
+	DefaultLeaseTTL = 60 * time.Second
+	// DefaultResyncInterval is the period of the full reconcile.
+	DefaultResyncInterval = 30 * time.Second
+	// HealthPeriods is how many resync intervals etcd may stay silent
+	// before /healthz fails.
+	HealthPeriods = 3
+
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 10 * time.Second
+	// retryDelay is the first pause before a network whose programming
+	// failed is reconciled again; it doubles while it keeps failing.
+	retryDelay = time.Second
+)
+
+// Config is what a Daemon runs with.
+type Config struct {
+	// Etcd reaches the cluster store. FailFast is forced off: the
+	// daemon rides outages.
+	Etcd etcdstore.Config
+	// Host is this host's name in the cluster store.
+	Host string
+	// UnderlayAddress is this host's address on the underlay, recorded
+	// in its registration.
+	UnderlayAddress net.IP
+	// LeaseTTL is the host lease's TTL; 0 means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// ResyncInterval is the period of the full reconcile; 0 means
+	// DefaultResyncInterval.
+	ResyncInterval time.Duration
+	// MetricsAddress is where /metrics and /healthz are served, "" for
+	// nowhere.
+	MetricsAddress string
+	// Logger logs; nil means slog.Default().
+	Logger *slog.Logger
+	// InNetNS runs f in the host's network namespace; every netlink
+	// call and the metrics listener go through it. nil runs f as it is:
+	// the process is in the host's namespace.
+	InNetNS func(f func() error) error
+}
+
+// Daemon is one host's cnm-overlayd.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *etcdstore.Store
+	cli      *clientv3.Client
+	prefixes [numSpaces]string // etcd keys
+	ln       net.Listener
+	metrics  *metrics
+	health   *health
+
+	watchers sync.WaitGroup // the watch channels' forwarders
+
+	// Owned by Run's goroutine.
+	st         *state
+	programmed map[string]map[string]dataplane.Peer // by network id, endpoint id; nil map: not reconciled yet
+	dirty      map[string]bool                      // networks whose programming failed
+
+	// afterList, when set, runs after each listing and its reconcile,
+	// before the watches start (tests).
+	afterList func()
+}
+
+// New checks cfg, opens the cluster store's client (it does not wait
+// for etcd) and the metrics listener.
+func New(cfg Config) (*Daemon, error) {
+	if err := checkHost(cfg.Host); err != nil {
+		return nil, err
+	}
+	if cfg.UnderlayAddress == nil || cfg.UnderlayAddress.IsUnspecified() || cfg.UnderlayAddress.IsLoopback() {
+		return nil, fmt.Errorf("underlay address: %v is not a usable address", cfg.UnderlayAddress)
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.LeaseTTL < 2*time.Second {
+		return nil, fmt.Errorf("lease TTL: %v is below etcd's minimum of 2s", cfg.LeaseTTL)
+	}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = DefaultResyncInterval
+	}
+	if cfg.ResyncInterval < 100*time.Millisecond {
+		return nil, fmt.Errorf("resync interval: %v is below 100ms", cfg.ResyncInterval)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.InNetNS == nil {
+		cfg.InNetNS = func(f func() error) error { return f() }
+	}
+	cfg.Etcd.FailFast = false
+	d := &Daemon{cfg: cfg, log: cfg.Logger.With("host", cfg.Host), health: &health{}}
+	d.metrics = newMetrics(d.health)
+	var err error
+	if d.store, err = etcdstore.Open(cfg.Etcd); err != nil {
+		return nil, fmt.Errorf("cluster store: %w", err)
+	}
+	d.cli = d.store.Client()
+	for sp, p := range storePrefixes(cfg.Host) {
+		d.prefixes[sp] = d.store.Key(p)
+	}
+	if cfg.MetricsAddress != "" {
+		err := cfg.InNetNS(func() error {
+			var err error
+			d.ln, err = net.Listen("tcp", cfg.MetricsAddress)
+			return err
+		})
+		if err != nil {
+			_ = d.store.Close()
+			return nil, fmt.Errorf("metrics address: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// checkHost refuses a host name the cluster store's keys cannot carry,
+// as the plugins' configuration does: letters, digits, "_", ".", "-".
+func checkHost(h string) error {
+	if h == "" || len(h) > 253 {
+		return fmt.Errorf("host: %q: want 1 to 253 characters", h)
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
+			return fmt.Errorf("host: %q: %q is not a letter, digit, '_', '.' or '-'", h, r)
+		}
+	}
+	return nil
+}
+
+// Addr is the metrics listener's address, nil without one.
+func (d *Daemon) Addr() net.Addr {
+	if d.ln == nil {
+		return nil
+	}
+	return d.ln.Addr()
+}
+
+func (d *Daemon) healthWindow() time.Duration { return HealthPeriods * d.cfg.ResyncInterval }
+
+// Run serves until ctx ends, then stops the watches, the lease's renewal
+// and the metrics server, and closes the client. It leaves the lease to
+// expire and every programmed entry in place. It returns nil when
+// stopped by ctx.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		_ = d.store.Close()
+		d.watchers.Wait()
+	}()
+
+	if d.ln != nil {
+		srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(d.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("metrics server", "err", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			sctx, scancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+		})
+	}
+	wg.Go(func() { d.keepRegistered(ctx) })
+
+	d.log.Info("starting", "underlay", d.cfg.UnderlayAddress.String(), "resync", d.cfg.ResyncInterval.String(), "leaseTTL", d.cfg.LeaseTTL.String())
+	d.st = newState(d.cfg.Host)
+	d.programmed = map[string]map[string]dataplane.Peer{}
+	d.dirty = map[string]bool{}
+	bo := newBackoff()
+	for {
+		reason, err := d.cycle(ctx)
+		if ctx.Err() != nil {
+			d.log.Info("stopping: the programmed entries and the lease stay")
+			return nil
+		}
+		d.metrics.watchRestarts.WithLabelValues(reason).Inc()
+		if err == nil {
+			bo.reset()
+			continue
+		}
+		d.metrics.etcdErrors.Inc()
+		wait := bo.next()
+		d.log.Warn("cluster store", "err", err, "retry", wait.String())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// event is one watch response of a space, or its channel's end.
+type event struct {
+	sp     space
+	resp   clientv3.WatchResponse
+	closed bool
+}
+
+// cycle lists, reconciles every network, and applies the watches' events
+// until the next resync (reason "resync"), a compaction ("compacted") or
+// an error ("error", with err).
+func (d *Daemon) cycle(ctx context.Context) (reason string, err error) {
+	rev, err := d.list(ctx)
+	if err != nil {
+		return "error", err
+	}
+	d.reconcileAll()
+	if d.afterList != nil {
+		d.afterList()
+	}
+
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	events := make(chan event)
+	for sp := range numSpaces {
+		wch := d.cli.Watch(wctx, d.prefixes[sp], clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+		// Not waited for here: while etcd is unreachable the client may
+		// close a cancelled watch's channel only once it reconnects, and
+		// a new listing must not wait for that. Run waits for them after
+		// closing the client, which closes every channel.
+		d.watchers.Go(func() {
+			for resp := range wch {
+				select {
+				case events <- event{sp: sp, resp: resp}:
+				case <-wctx.Done():
+					return
+				}
+			}
+			select {
+			case events <- event{sp: sp, closed: true}:
+			case <-wctx.Done():
+			}
+		})
+	}
+
+	resync := time.NewTimer(d.cfg.ResyncInterval)
+	defer resync.Stop()
+	var retry <-chan time.Time
+	retryBo := &backoff{cur: retryDelay}
+	for {
+		switch {
+		case len(d.dirty) == 0:
+			retry = nil
+			retryBo.cur = retryDelay
+		case retry == nil:
+			// Longer and longer, for a network whose links stay gone
+			// until the plugin makes them again.
+			retry = time.After(min(retryBo.next(), d.cfg.ResyncInterval))
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-resync.C:
+			return "resync", nil
+		case <-retry:
+			retry = nil
+			d.reconcileDirty()
+		case ev := <-events:
+			if ev.closed {
+				return "error", fmt.Errorf("watch of %s ended", ev.sp)
+			}
+			if ev.resp.CompactRevision != 0 || errors.Is(ev.resp.Err(), rpctypes.ErrCompacted) {
+				d.log.Info("watch compacted: listing again", "space", ev.sp.String(), "compactRevision", ev.resp.CompactRevision)
+				return "compacted", nil
+			}
+			if err := ev.resp.Err(); err != nil {
+				return "error", fmt.Errorf("watch of %s: %w", ev.sp, err)
+			}
+			d.health.etcdAnswered(time.Now())
+			d.applyEvents(ev)
+		}
+	}
+}
+
+// list reads every space at one revision into a new state.
+func (d *Daemon) list(ctx context.Context) (rev int64, err error) {
+	cctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), d.store.Timeout())
+	defer cancel()
+	var ops []clientv3.Op
+	for sp := range numSpaces {
+		ops = append(ops, clientv3.OpGet(d.prefixes[sp], clientv3.WithPrefix()))
+	}
+	resp, err := d.cli.Txn(cctx).Then(ops...).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("list: %w", err)
+	}
+	d.health.etcdAnswered(time.Now())
+	st := newState(d.cfg.Host)
+	var a affected
+	for sp, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			key := strings.TrimPrefix(string(kv.Key), d.prefixes[sp])
+			if err := st.apply(space(sp), key, kv.Value, &a); err != nil {
+				d.log.Warn("record skipped", "err", err)
+			}
+		}
+	}
+	d.st = st
+	return resp.Header.Revision, nil
+}
+
+// applyEvents applies one watch response and programs the networks it
+// changed.
+func (d *Daemon) applyEvents(ev event) {
+	var a affected
+	for _, e := range ev.resp.Events {
+		key := strings.TrimPrefix(string(e.Kv.Key), d.prefixes[ev.sp])
+		var value []byte
+		if e.Type == clientv3.EventTypePut {
+			value = e.Kv.Value
+		}
+		if err := d.st.apply(ev.sp, key, value, &a); err != nil {
+			d.log.Warn("record skipped", "err", err)
+		}
+	}
+	nets := a.nets
+	if a.all {
+		nets = map[string]bool{}
+		for nid := range d.programmed {
+			nets[nid] = true
+		}
+		for _, nid := range d.st.activeNetworks() {
+			nets[nid] = true
+		}
+	}
+	for nid := range nets {
+		d.syncNetwork(nid)
+	}
+	d.updateGauges()
+}
+
+// reconcileAll makes every network's entries exactly its wanted peers.
+func (d *Daemon) reconcileAll() {
+	start := time.Now()
+	var errs []error
+	active := map[string]bool{}
+	for _, nid := range d.st.activeNetworks() {
+		active[nid] = true
+		if err := d.reconcile(nid); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for nid := range d.programmed {
+		if !active[nid] {
+			d.forget(nid)
+		}
+	}
+	err := errors.Join(errs...)
+	d.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+	d.health.reconcileDone(time.Now(), err)
+	if err != nil {
+		d.metrics.reconciles.WithLabelValues("error").Inc()
+		d.log.Error("reconcile", "err", err)
+	} else {
+		d.metrics.reconciles.WithLabelValues("ok").Inc()
+		d.metrics.lastReconcile.SetToCurrentTime()
+	}
+	d.updateGauges()
+}
+
+// reconcileDirty reconciles again the networks whose programming failed.
+func (d *Daemon) reconcileDirty() {
+	for nid := range d.dirty {
+		if _, ok, _ := d.st.network(nid); !ok {
+			delete(d.dirty, nid)
+			continue
+		}
+		if err := d.reconcile(nid); err != nil {
+			d.log.Warn("reconcile", "network", nid, "err", err)
+		}
+	}
+	d.updateGauges()
+}
+
+// reconcile makes network nid's entries exactly its wanted peers.
+func (d *Daemon) reconcile(nid string) error {
+	n, ok, err := d.st.network(nid)
+	if !ok {
+		return err
+	}
+	want, errs := d.st.wanted(nid, n.LocalIP)
+	for _, e := range errs {
+		d.log.Warn("peer skipped", "err", e)
+	}
+	peers := make([]dataplane.Peer, 0, len(want))
+	for _, p := range want {
+		peers = append(peers, p)
+	}
+	var added, removed int
+	err = d.cfg.InNetNS(func() error {
+		var err error
+		added, removed, err = dataplane.Reconcile(n, peers)
+		return err
+	})
+	d.metrics.reconcileEntries.WithLabelValues("added").Add(float64(added))
+	d.metrics.reconcileEntries.WithLabelValues("removed").Add(float64(removed))
+	if added+removed > 0 {
+		d.log.Info("reconciled", "network", nid, "peers", len(peers), "added", added, "removed", removed)
+	}
+	d.programmed[nid] = want
+	if err != nil {
+		d.dirty[nid] = true
+		return fmt.Errorf("network %s: %w", nid, err)
+	}
+	delete(d.dirty, nid)
+	return nil
+}
+
+// forget drops a network that is no longer this host's: its links are
+// the plugin's to remove, so its entries are left alone.
+func (d *Daemon) forget(nid string) {
+	delete(d.programmed, nid)
+	delete(d.dirty, nid)
+}
+
+// syncNetwork brings network nid's entries from what was programmed to
+// what is wanted, one peer at a time; a network not reconciled yet is
+// reconciled whole.
+func (d *Daemon) syncNetwork(nid string) {
+	n, ok, err := d.st.network(nid)
+	if err != nil {
+		d.log.Warn("network skipped", "network", nid, "err", err)
+	}
+	if !ok {
+		d.forget(nid)
+		return
+	}
+	have, known := d.programmed[nid]
+	if !known || d.dirty[nid] {
+		if err := d.reconcile(nid); err != nil {
+			d.log.Warn("reconcile", "network", nid, "err", err)
+		}
+		return
+	}
+	want, errs := d.st.wanted(nid, n.LocalIP)
+	for _, e := range errs {
+		d.log.Warn("peer skipped", "err", e)
+	}
+	failed := false
+	note := func(op, eid string, p dataplane.Peer, err error) {
+		if err != nil {
+			failed = true
+			d.metrics.peerUpdates.WithLabelValues(op, "error").Inc()
+			d.log.Warn("program peer", "op", op, "network", nid, "endpoint", eid, "peer", p.String(), "err", err)
+			return
+		}
+		d.metrics.peerUpdates.WithLabelValues(op, "ok").Inc()
+		d.log.Debug("program peer", "op", op, "network", nid, "endpoint", eid, "peer", p.String())
+	}
+	_ = d.cfg.InNetNS(func() error {
+		for eid, old := range have {
+			w, keep := want[eid]
+			if keep && bytes.Equal(old.MAC, w.MAC) && len(dropped(old, w)) == 0 {
+				continue // unchanged, or SetPeer changes it in place
+			}
+			// Gone, or its MAC or some address changed: SetPeer would
+			// leave the old entries.
+			err := dataplane.DeletePeer(n, old)
+			note("delete", eid, old, err)
+			if err == nil {
+				delete(have, eid)
+			}
+		}
+		for eid, w := range want {
+			if old, ok := have[eid]; ok && samePeer(old, w) {
+				continue
+			}
+			err := dataplane.SetPeer(n, w)
+			note("set", eid, w, err)
+			if err == nil {
+				have[eid] = w
+			}
+		}
+		return nil
+	})
+	if failed {
+		d.dirty[nid] = true
+	}
+}
+
+func (d *Daemon) updateGauges() {
+	total := 0
+	for _, peers := range d.programmed {
+		total += len(peers)
+	}
+	d.metrics.peers.Set(float64(total))
+	d.metrics.networks.Set(float64(len(d.programmed)))
+}
+
+// keepRegistered registers the host, and registers it again whenever its
+// lease is lost, until ctx ends. The lease is left to expire then: a
+// daemon restarted within the TTL is never taken for gone.
+func (d *Daemon) keepRegistered(ctx context.Context) {
+	bo := newBackoff()
+	rec := cnm.HostRecord{Name: d.cfg.Host, Address: d.cfg.UnderlayAddress.String()}
+	for ctx.Err() == nil {
+		d.checkUnderlayUnique(rec.Address)
+		reg, err := cluster.Register(ctx, d.store, rec, d.cfg.LeaseTTL)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.metrics.etcdErrors.Inc()
+			wait := bo.next()
+			d.log.Warn("register", "err", err, "retry", wait.String())
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			continue
+		}
+		bo.reset()
+		d.metrics.registered.Set(1)
+		d.log.Info("registered", "address", rec.Address)
+		select {
+		case <-ctx.Done():
+			return
+		case <-reg.Done():
+		}
+		d.metrics.registered.Set(0)
+		if ctx.Err() == nil {
+			d.log.Warn("lease lost: registering again")
+		}
+	}
+}
+
+// checkUnderlayUnique logs another registered host with this host's
+// underlay address (every VM behind one NAT address, say): the other
+// hosts would send both hosts' traffic to one of them.
+func (d *Daemon) checkUnderlayUnique(addr string) {
+	err := d.store.View(func(tx store.Tx) error {
+		return tx.Scan(cnm.HostKey(""), func(key string, value []byte) error {
+			var rec cnm.HostRecord
+			if json.Unmarshal(value, &rec) == nil && rec.Name != d.cfg.Host && rec.Address == addr {
+				d.log.Error("underlay address taken: another registered host has it", "address", addr, "other", rec.Name)
+			}
+			return nil
+		})
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		d.log.Debug("check underlay address", "err", err)
+	}
+}
+
+// backoff is a jittered exponential backoff.
+type backoff struct{ cur time.Duration }
+
+func newBackoff() *backoff { return &backoff{cur: minBackoff} }
+
+func (b *backoff) reset() { b.cur = minBackoff }
+
+func (b *backoff) next() time.Duration {
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(2*b.cur, maxBackoff)
+	return d
+}

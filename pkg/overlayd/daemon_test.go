@@ -1,0 +1,393 @@
+package overlayd_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/vishvananda/netlink"
+
+	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/pkg/overlayd"
+	"github.com/cnmnet/cnmnet/pkg/store"
+)
+
+// reportLag records how long a change took to be programmed.
+func reportLag(what string, lag time.Duration) {
+	AddReportEntry("lag: "+what, lag.Round(time.Millisecond).String())
+	fmt.Fprintf(GinkgoWriter, "lag %s: %v\n", what, lag)
+}
+
+// metric is the value of the sample named (with its labels) in a
+// Prometheus text exposition, "" when absent.
+func metric(body, sample string) string {
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+var _ = Describe("cnm-overlayd", func() {
+	It("programs the other hosts' peers at start, then each put, move and delete, and a network new on the host", func() {
+		w := newWorld(3)
+		h1, h2, h3 := w.hosts[0], w.hosts[1], w.hosts[2]
+		w.createNetwork(h1, h2)
+		a, b, c, d := ep(1), ep(2), ep(3), ep(4)
+		w.join(a, h1)
+		w.join(b, h2)
+		start := time.Now()
+		for _, h := range w.hosts {
+			w.start(h)
+		}
+		reportLag("start (h1)", h1.converge(start, entry(b, h2)))
+		h2.converge(start, entry(a, h1))
+
+		By("registering each host with its underlay address")
+		w.waitRegistered(h1)
+		Expect(w.store.View(func(tx store.Tx) error {
+			var rec cnm.HostRecord
+			if err := store.GetJSON(tx, cnm.HostKey(h1.name), &rec); err != nil {
+				return err
+			}
+			Expect(rec.Address).To(Equal(h1.ip.String()))
+			_, err := tx.Get(cnm.HostLiveKey(h1.name))
+			return err
+		})).To(Succeed())
+
+		By("a network appearing on a host")
+		t := time.Now()
+		w.createNetwork(h3)
+		w.join(c, h3)
+		reportLag("network new on h3", h3.converge(t, entry(a, h1), entry(b, h2)))
+		reportLag("put (c on h3, seen on h1)", h1.converge(t, entry(b, h2), entry(c, h3)))
+		h2.converge(t, entry(a, h1), entry(c, h3))
+
+		By("a put")
+		t = time.Now()
+		w.join(d, h2)
+		reportLag("put", h1.converge(t, entry(b, h2), entry(c, h3), entry(d, h2)))
+		h3.converge(t, entry(a, h1), entry(b, h2), entry(d, h2))
+
+		By("a move: b from h2 to h3")
+		t = time.Now()
+		w.join(b, h3)
+		reportLag("move (h1)", h1.converge(t, entry(b, h3), entry(c, h3), entry(d, h2)))
+		reportLag("move (h3: b is local now)", h3.converge(t, entry(a, h1), entry(d, h2)))
+		reportLag("move (h2: b is remote now)", h2.converge(t, entry(a, h1), entry(b, h3), entry(c, h3)))
+
+		By("a delete")
+		t = time.Now()
+		w.leave(c)
+		reportLag("delete", h1.converge(t, entry(b, h3), entry(d, h2)))
+		h2.converge(t, entry(a, h1), entry(b, h3))
+
+		By("an address change: the old address's entry goes")
+		a2 := a
+		a2.ip = "10.200.0.50"
+		t = time.Now()
+		w.join(a2, h1)
+		reportLag("address change", h2.converge(t, entry(a2, h1), entry(b, h3)))
+		h3.converge(t, entry(a2, h1), entry(d, h2))
+	})
+
+	It("repairs at its restart the entries that drifted while it was stopped, having removed none at its stop", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		a, b, e := ep(1), ep(2), ep(5)
+		w.join(a, h1)
+		w.join(b, h2)
+		d1 := w.start(h1)
+		h1.converge(time.Now(), entry(b, h2))
+		d1.stop()
+		Expect(h1.entries()).To(Equal(want(entry(b, h2))), "stopping removes nothing")
+
+		By("drift while stopped: a stale entry, a missing one, a record written")
+		stale := dataplane.Peer{MAC: net.HardwareAddr{0x02, 0x42, 0x0a, 0xc8, 0x00, 0x99}, IPs: []net.IP{net.ParseIP("10.200.0.99")},
+			VTEP: net.ParseIP("192.168.77.9")}
+		Expect(h1.do(func() error {
+			bp, _ := net.ParseMAC(b.mac)
+			return errors.Join(dataplane.SetPeer(h1.network(), stale),
+				dataplane.DeletePeer(h1.network(), dataplane.Peer{MAC: bp, IPs: []net.IP{net.ParseIP(b.ip)}}))
+		})).To(Succeed())
+		w.join(e, h2)
+		Expect(h1.entries()).To(Equal(want(stale.String())))
+
+		t := time.Now()
+		w.start(h1)
+		reportLag("restart repair", h1.converge(t, entry(b, h2), entry(e, h2)))
+	})
+
+	It("repairs within a resync interval what changed in the kernel behind its back while it runs", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		a, b := ep(1), ep(2)
+		w.join(a, h1)
+		w.join(b, h2)
+		w.start(h1)
+		h1.converge(time.Now(), entry(b, h2))
+		stale := dataplane.Peer{MAC: net.HardwareAddr{0x02, 0x42, 0x0a, 0xc8, 0x00, 0x98}, IPs: []net.IP{net.ParseIP("10.200.0.98")},
+			VTEP: net.ParseIP("192.168.77.8")}
+		Expect(h1.do(func() error { return dataplane.SetPeer(h1.network(), stale) })).To(Succeed())
+		t := time.Now()
+		lag := h1.converge(t, entry(b, h2))
+		reportLag(fmt.Sprintf("kernel drift repaired (resync %v)", resync), lag)
+		Expect(lag).To(BeNumerically("<=", resync+time.Second))
+	})
+
+	It("reports a network whose links are missing as unhealthy, touches nothing for it, and programs it once they are back", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		a, b := ep(1), ep(2)
+		w.join(a, h1)
+		w.join(b, h2)
+		Expect(h1.do(func() error { return dataplane.Remove(h1.network()) })).To(Succeed())
+		dm := w.start(h1)
+		addr := dm.d.Addr().String()
+		Eventually(func() (string, error) {
+			code, b, err := h1.get(addr, "/healthz")
+			return fmt.Sprint(code, " ", b), err
+		}, 3*time.Second, 50*time.Millisecond).Should(And(HavePrefix("503 last reconcile failed"), ContainSubstring("not found")))
+
+		t := time.Now()
+		Expect(h1.do(func() error { return dataplane.Ensure(h1.network()) })).To(Succeed())
+		reportLag("links back to programmed", h1.converge(t, entry(b, h2)))
+		Eventually(func() (int, error) { code, _, err := h1.get(addr, "/healthz"); return code, err }, 3*time.Second).Should(Equal(200))
+	})
+
+	It("removes on the other hosts the peers of a host whose lease expired, and adds them back when it registers again", func() {
+		w := newWorld(3)
+		h1, h2, h3 := w.hosts[0], w.hosts[1], w.hosts[2]
+		w.createNetwork(h1, h2, h3)
+		a, b, c := ep(1), ep(2), ep(3)
+		w.join(a, h1)
+		w.join(b, h2)
+		w.join(c, h3)
+		w.start(h1)
+		w.start(h2)
+		d3 := w.start(h3)
+		w.waitRegistered(h1, h2, h3)
+		t := time.Now()
+		h1.converge(t, entry(b, h2), entry(c, h3))
+		h2.converge(t, entry(a, h1), entry(c, h3))
+		h3.converge(t, entry(a, h1), entry(b, h2))
+
+		d3.stop()
+		t = time.Now()
+		lag := h1.converge(t, entry(b, h2))
+		h2.converge(t, entry(a, h1))
+		reportLag(fmt.Sprintf("lease expiry (TTL %v) to removal", leaseTTL), lag)
+		Expect(lag).To(BeNumerically(">=", leaseTTL/2), "not before the lease can have expired")
+		Expect(h3.entries()).To(Equal(want(entry(a, h1), entry(b, h2))), "the stopped host's own entries stay")
+		Expect(w.store.View(func(tx store.Tx) error { _, err := tx.Get(cnm.HostKey(h3.name)); return err })).To(Succeed(),
+			"its registration stays")
+
+		t = time.Now()
+		w.start(h3)
+		reportLag("host back", h1.converge(t, entry(b, h2), entry(c, h3)))
+	})
+
+	It("keeps the programmed entries while etcd is down, and applies the changes made once it is back", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		a, b, e := ep(1), ep(2), ep(5)
+		w.join(a, h1)
+		w.join(b, h2)
+		d1 := w.start(h1)
+		w.start(h2)
+		h1.converge(time.Now(), entry(b, h2))
+		h2.converge(time.Now(), entry(a, h1))
+		addr := d1.d.Addr().String()
+		Eventually(func() (int, error) { code, _, err := h1.get(addr, "/healthz"); return code, err }, 3*time.Second).Should(Equal(200))
+
+		Expect(w.etcd.Kill(0)).To(Succeed())
+		By("unhealthy once etcd has not answered for three resync intervals")
+		var body string
+		Eventually(func() (int, error) {
+			code, b, err := h1.get(addr, "/healthz")
+			body = b
+			return code, err
+		}, 3*overlayd.HealthPeriods*resync+2*time.Second, 100*time.Millisecond).Should(Equal(503))
+		Expect(body).To(ContainSubstring("etcd has not answered"))
+		Expect(h1.entries()).To(Equal(want(entry(b, h2))))
+		Expect(h2.entries()).To(Equal(want(entry(a, h1))))
+		Eventually(func() (string, error) {
+			_, m, err := h1.get(addr, "/metrics")
+			return metric(m, "cnm_overlayd_etcd_errors_total"), err
+		}, 5*time.Second, 100*time.Millisecond).ShouldNot(Equal("0"))
+		Expect(h1.entries()).To(Equal(want(entry(b, h2))), "the failed listing removed nothing")
+
+		Expect(w.etcd.Restart(0)).To(Succeed())
+		// The test's own client reconnects after a backoff of its own.
+		Eventually(func() error { return w.tryJoin(e, h2) }, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+		t := time.Now()
+		reportLag("first change after etcd is back", h1.converge(t, entry(b, h2), entry(e, h2)))
+		Eventually(func() (int, error) { code, _, err := h1.get(addr, "/healthz"); return code, err }, 5*time.Second).Should(Equal(200))
+	})
+
+	It("lists and reconciles again when its watch is compacted away, and serves /metrics and /healthz in the host's namespace", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		a, b, e := ep(1), ep(2), ep(5)
+		w.join(a, h1)
+		w.join(b, h2)
+		cli, err := w.etcd.Client()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(cli.Close)
+		hookErr := make(chan error, 1)
+		hooked := false
+		dm := w.start(h1, func(d *overlayd.Daemon) {
+			overlayd.SetAfterList(d, func() {
+				if hooked {
+					return
+				}
+				hooked = true
+				// Between the listing and the watch: a write, and the
+				// history up to it compacted, so that the watch from the
+				// listed revision cannot start.
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				v, _ := json.Marshal(records.Peer{Network: nid, Endpoint: e.id, Host: h2.name, VTEP: h2.ip.String(), MAC: e.mac, IPs: []string{e.ip}})
+				key := w.store.Key(records.StorePrefix + records.PeerKey(nid, e.id))
+				_, err := cli.Put(ctx, key, string(v))
+				if err != nil {
+					hookErr <- err
+					return
+				}
+				// Compact(rev) keeps rev itself: write twice, so that
+				// the watch's first revision is gone.
+				resp, err := cli.Put(ctx, key, string(v))
+				if err == nil {
+					_, err = cli.Compact(ctx, resp.Header.Revision)
+				}
+				hookErr <- err
+			})
+		})
+		h1.converge(time.Now(), entry(b, h2), entry(e, h2))
+		Expect(hookErr).To(Receive(BeNil()))
+
+		addr := dm.d.Addr().String()
+		code, m, err := h1.get(addr, "/metrics")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(200))
+		Expect(metric(m, `cnm_overlayd_watch_restarts_total{reason="compacted"}`)).To(Equal("1"))
+		Expect(metric(m, "cnm_overlayd_peers_programmed")).To(Equal("2"))
+		Expect(metric(m, "cnm_overlayd_networks")).To(Equal("1"))
+		Expect(metric(m, "cnm_overlayd_registered")).To(Equal("1"))
+		Expect(metric(m, `cnm_overlayd_reconciles_total{result="ok"}`)).NotTo(BeElementOf("", "0"))
+		Expect(m).To(ContainSubstring("cnm_overlayd_reconcile_duration_seconds_bucket"))
+		Expect(m).To(ContainSubstring("cnm_overlayd_last_reconcile_age_seconds"))
+		code, body, err := h1.get(addr, "/healthz")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(200), body)
+	})
+
+	It("runs as a binary in the host's namespace: --config with flags winning, /healthz and /metrics on loopback, SIGTERM stops it at once leaving the entries", func() {
+		bin := daemonBinary()
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		a, b := ep(1), ep(2)
+		w.join(a, h1)
+		w.join(b, h2)
+
+		conf := filepath.Join(GinkgoT().TempDir(), "overlayd.json")
+		data, _ := json.Marshal(map[string]any{
+			"etcd-endpoints": w.etcd.Endpoints, "etcd-prefix": prefix, "etcd-timeout": 2,
+			"host": h1.name, "lease-ttl": "2s",
+			"resync-interval": "30s", "log-format": "json",
+		})
+		Expect(os.WriteFile(conf, data, 0o600)).To(Succeed())
+		// No --underlay-address: the default route's interface's address.
+		Expect(h1.do(func() error {
+			return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP("192.168.77.254")})
+		})).To(Succeed())
+		cmd := exec.Command(bin, "--config", conf, "--resync-interval", "1s")
+		logs := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = GinkgoWriter, logs
+		Expect(h1.do(cmd.Start)).To(Succeed())
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		DeferCleanup(func() {
+			if cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+			fmt.Fprintf(GinkgoWriter, "cnm-overlayd log:\n%s", logs.String())
+		})
+
+		h1.converge(time.Now(), entry(b, h2))
+		const addr = "127.0.0.1:9725"
+		Eventually(func() (int, error) { code, _, err := h1.get(addr, "/healthz"); return code, err }, 5*time.Second).Should(Equal(200))
+		_, m, err := h1.get(addr, "/metrics")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(metric(m, "cnm_overlayd_peers_programmed")).To(Equal("1"))
+		Expect(logs.String()).To(ContainSubstring(`"resync":"1s"`), "the command line wins over the file")
+		Expect(logs.String()).To(ContainSubstring(`"leaseTTL":"2s"`), "the file's settings apply")
+		Expect(logs.String()).To(ContainSubstring(`"underlay":"192.168.77.1"`), "the default route's address")
+
+		Expect(cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
+		t := time.Now()
+		Eventually(exited, time.Second).Should(Receive(BeNil()), "exit code 0 within a second")
+		reportLag("SIGTERM to exit", time.Since(t))
+		Expect(h1.entries()).To(Equal(want(entry(b, h2))), "the entries stay")
+	})
+})
+
+// syncBuffer is a buffer a child process writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// daemonBinary is $CNM_BIN_DIR/cnm-overlayd when that exists, else one
+// built for the test.
+func daemonBinary() string {
+	GinkgoHelper()
+	if dir := os.Getenv("CNM_BIN_DIR"); dir != "" {
+		if p := filepath.Join(dir, "cnm-overlayd"); fileExists(p) {
+			return p
+		}
+	}
+	p := filepath.Join(GinkgoT().TempDir(), "cnm-overlayd")
+	out, err := exec.Command("go", "build", "-o", p, "github.com/cnmnet/cnmnet/cmd/cnm-overlayd").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	return p
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
