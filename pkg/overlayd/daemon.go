@@ -20,6 +20,8 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/cluster"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/pkg/hostlock"
 	"github.com/cnmnet/cnmnet/pkg/store"
 	"github.com/cnmnet/cnmnet/pkg/store/etcdstore"
 )
@@ -66,6 +68,26 @@ type Config struct {
 	// call and the metrics listener go through it. nil runs f as it is:
 	// the process is in the host's namespace.
 	InNetNS func(f func() error) error
+	// LockFile is the overlay's host lock, which the plugin takes around
+	// its changes of a network's data plane; "" means
+	// records.HostLockFile. The daemon programs entries under it, so that
+	// a plugin's CreateNetwork (which makes the links and programs the
+	// peers it read) and the daemon's reconcile never interleave.
+	LockFile string
+}
+
+// hostLockWait bounds the wait for a plugin's step.
+const hostLockWait = 30 * time.Second
+
+// program runs f, which changes the data plane, under the host lock and
+// in the host's network namespace.
+func (d *Daemon) program(f func() error) error {
+	release, err := hostlock.Acquire(d.cfg.LockFile, "overlay", hostLockWait)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return d.cfg.InNetNS(f)
 }
 
 // Daemon is one host's cnm-overlayd.
@@ -114,6 +136,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.LockFile == "" {
+		cfg.LockFile = records.HostLockFile
 	}
 	if cfg.InNetNS == nil {
 		cfg.InNetNS = func(f func() error) error { return f() }
@@ -421,7 +446,7 @@ func (d *Daemon) reconcile(nid string) error {
 		peers = append(peers, p)
 	}
 	var added, removed int
-	err = d.cfg.InNetNS(func() error {
+	err = d.program(func() error {
 		var err error
 		added, removed, err = dataplane.Reconcile(n, peers)
 		return err
@@ -481,7 +506,7 @@ func (d *Daemon) syncNetwork(nid string) {
 		d.metrics.peerUpdates.WithLabelValues(op, "ok").Inc()
 		d.log.Debug("program peer", "op", op, "network", nid, "endpoint", eid, "peer", p.String())
 	}
-	_ = d.cfg.InNetNS(func() error {
+	if err := d.program(func() error {
 		for eid, old := range have {
 			w, keep := want[eid]
 			if keep && bytes.Equal(old.MAC, w.MAC) && len(dropped(old, w)) == 0 {
@@ -506,7 +531,10 @@ func (d *Daemon) syncNetwork(nid string) {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		failed = true
+		d.log.Warn("program peers", "network", nid, "err", err)
+	}
 	if failed {
 		d.dirty[nid] = true
 	}

@@ -156,7 +156,14 @@ func (w *world) waitRegistered(hs ...*host) {
 	GinkgoHelper()
 	for _, h := range hs {
 		Eventually(func() error {
-			return w.store.View(func(tx store.Tx) error { _, err := tx.Get(cnm.HostLiveKey(h.name)); return err })
+			// The live key first, then the record (pkg/cluster.Register).
+			return w.store.View(func(tx store.Tx) error {
+				if _, err := tx.Get(cnm.HostLiveKey(h.name)); err != nil {
+					return err
+				}
+				_, err := tx.Get(cnm.HostKey(h.name))
+				return err
+			})
 		}, 5*time.Second, 10*time.Millisecond).Should(Succeed(), "%s registered", h.name)
 	}
 }
