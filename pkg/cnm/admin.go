@@ -34,14 +34,24 @@ func notFound(format string, a ...any) error {
 func (c *Controller) Networks() ([]*Network, error) {
 	var out []*Network
 	err := c.store.View(func(tx store.Tx) error {
-		return tx.Scan("networks/", func(k string, v []byte) error {
+		out = nil
+		if err := tx.Scan("networks/", func(k string, v []byte) error {
 			nw := &Network{}
 			if err := json.Unmarshal(v, nw); err != nil {
 				return fmt.Errorf("%w: %s: %v", store.ErrCorrupt, k, err)
 			}
 			out = append(out, nw)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		// In a cluster store Ready is this host's, as getNetwork reads it.
+		for _, nw := range out {
+			if err := readyHere(tx, nw); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return out, err
 }

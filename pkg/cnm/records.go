@@ -272,14 +272,24 @@ func getNetwork(tx store.Tx, name string) (*Network, error) {
 	if err := store.GetJSON(tx, networkKey(name), n); err != nil {
 		return nil, err
 	}
-	if clustered(tx) {
-		id, err := tx.Get(hostNetworkKey(name))
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, err
-		}
-		n.Ready = err == nil && string(id) == n.ID
+	if err := readyHere(tx, n); err != nil {
+		return nil, err
 	}
 	return n, nil
+}
+
+// readyHere sets n.Ready, in a cluster store, to whether the network's
+// host state is made on this host.
+func readyHere(tx store.Tx, n *Network) error {
+	if !clustered(tx) {
+		return nil
+	}
+	id, err := tx.Get(hostNetworkKey(n.Name))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	n.Ready = err == nil && string(id) == n.ID
+	return nil
 }
 
 // putNetwork writes a network's record, only if it changed: in a cluster
