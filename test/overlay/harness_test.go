@@ -26,6 +26,7 @@ import (
 
 	"github.com/cnmnet/cnmnet/pkg/cluster"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
@@ -532,4 +533,83 @@ func (h *host) iptablesSave() string {
 		return err
 	})
 	return string(out)
+}
+
+// cnmctl runs the test build of cnmctl in h's namespace, on the cluster
+// store as h sees it, with JSON output; code is its exit code.
+func (h *host) cnmctl(args ...string) (out []byte, code int) {
+	GinkgoHelper()
+	all := append([]string{"-o", "json", "--data-dir", h.dataDir, "--host", h.name,
+		"--etcd-endpoints", strings.Join(h.w.etcd.Endpoints, ","), "--etcd-prefix", prefix, "--etcd-timeout", "3s"}, args...)
+	in(h.ns, func() error {
+		cmd := exec.Command(filepath.Join(binDir, "cnmctl"), all...)
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		var err error
+		out, err = cmd.Output()
+		fmt.Fprint(GinkgoWriter, e.String())
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+			return nil
+		}
+		return err
+	})
+	return out, code
+}
+
+// finding is one line of cnmctl check's JSON output.
+type finding struct {
+	Network  string `json:"network"`
+	Kind     string `json:"kind"`
+	Object   string `json:"object"`
+	Problem  string `json:"problem"`
+	Repaired bool   `json:"repaired"`
+}
+
+// check runs cnmctl check (with --repair when repair) on h.
+func (h *host) check(repair bool) (found []finding, code int) {
+	GinkgoHelper()
+	args := []string{"check"}
+	if repair {
+		args = append(args, "--repair")
+	}
+	out, code := h.cnmctl(args...)
+	fmt.Fprintf(GinkgoWriter, "cnmctl %v: %d: %s\n", args, code, out)
+	Expect(json.Unmarshal(out, &found)).To(Succeed(), "%s", out)
+	return found, code
+}
+
+// capture is a Registerer that keeps the driver registered with it.
+type capture struct {
+	*cnm.Controller
+	driver driverapi.Driver
+}
+
+func (c *capture) RegisterDriver(name string, d driverapi.Driver, capability driverapi.Capability) error {
+	c.driver = d
+	return c.Controller.RegisterDriver(name, d, capability)
+}
+
+// janitor runs f in h's namespace with the overlay driver's Janitor, in
+// process, on the cluster store as h sees it: what cnmctl check calls.
+func (h *host) janitor(f func(driverapi.Janitor) error) {
+	GinkgoHelper()
+	in(h.ns, func() error {
+		s, err := cluster.Open(&cnm.ClusterConf{Etcd: &cnm.EtcdConf{Endpoints: h.w.etcd.Endpoints, Prefix: prefix,
+			Timeout: cnm.Duration(3 * time.Second)}})
+		if err != nil {
+			return err
+		}
+		c := &capture{Controller: cnm.NewClustered(s, h.name)}
+		defer c.Close()
+		if err := overlay.Register(c); err != nil {
+			return err
+		}
+		j, ok := c.driver.(driverapi.Janitor)
+		if !ok {
+			return fmt.Errorf("the overlay driver is no driverapi.Janitor")
+		}
+		return f(j)
+	})
 }

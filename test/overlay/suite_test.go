@@ -16,7 +16,7 @@ func TestOverlay(t *testing.T) {
 	RunSpecs(t, "Overlay Suite")
 }
 
-// binDir holds the cnm-overlay binary under test, built once.
+// binDir holds the cnm-overlay and cnmctl binaries under test, built once.
 var binDir string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
@@ -25,7 +25,7 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	}
 	dir, err := os.MkdirTemp("", "cnm-overlay-bin-")
 	Expect(err).NotTo(HaveOccurred())
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/cnmnet/cnmnet/cmd/cnm-overlay")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/cnmnet/cnmnet/cmd/cnm-overlay", "github.com/cnmnet/cnmnet/cmd/cnmctl")
 	cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
 	Expect(cmd.Run()).To(Succeed())
 	_, err = etcdtest.Binary() // built once, before the specs run
