@@ -21,6 +21,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/hostlock"
 	"github.com/cnmnet/cnmnet/pkg/store"
 	"github.com/cnmnet/cnmnet/pkg/store/etcdstore"
@@ -82,12 +83,17 @@ const hostLockWait = 30 * time.Second
 // program runs f, which changes the data plane, under the host lock and
 // in the host's network namespace.
 func (d *Daemon) program(f func() error) error {
+	return d.underHostLock(func() error { return d.cfg.InNetNS(f) })
+}
+
+// underHostLock runs f under the host lock.
+func (d *Daemon) underHostLock(f func() error) error {
 	release, err := hostlock.Acquire(d.cfg.LockFile, "overlay", hostLockWait)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return d.cfg.InNetNS(f)
+	return f()
 }
 
 // Daemon is one host's cnm-overlayd.
@@ -98,6 +104,7 @@ type Daemon struct {
 	cli      *clientv3.Client
 	prefixes [numSpaces]string // etcd keys
 	ln       net.Listener
+	fw       *firewall.Firewall // made at the first removal that needs it
 	metrics  *metrics
 	health   *health
 
@@ -404,6 +411,11 @@ func (d *Daemon) reconcileAll() {
 			d.forget(nid)
 		}
 	}
+	for _, nid := range d.st.deletedNetworks() {
+		if err := d.removeDeleted(nid); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	err := errors.Join(errs...)
 	d.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
 	d.health.reconcileDone(time.Now(), err)
@@ -420,6 +432,12 @@ func (d *Daemon) reconcileAll() {
 // reconcileDirty reconciles again the networks whose programming failed.
 func (d *Daemon) reconcileDirty() {
 	for nid := range d.dirty {
+		if d.st.deleted(nid) {
+			if err := d.removeDeleted(nid); err != nil {
+				d.log.Warn("remove deleted network", "network", nid, "err", err)
+			}
+			continue
+		}
 		if _, ok, _ := d.st.network(nid); !ok {
 			delete(d.dirty, nid)
 			continue
@@ -481,6 +499,12 @@ func (d *Daemon) syncNetwork(nid string) {
 		d.log.Warn("network skipped", "network", nid, "err", err)
 	}
 	if !ok {
+		if d.st.deleted(nid) {
+			if err := d.removeDeleted(nid); err != nil {
+				d.log.Warn("remove deleted network", "network", nid, "err", err)
+			}
+			return
+		}
 		d.forget(nid)
 		return
 	}
@@ -538,6 +562,124 @@ func (d *Daemon) syncNetwork(nid string) {
 	if failed {
 		d.dirty[nid] = true
 	}
+}
+
+// errNotDeleted says that a network's cluster record is there after all
+// (its put not seen yet), or that its host record changed: nothing to
+// remove.
+var errNotDeleted = errors.New("not deleted")
+
+// removeDeleted removes this host's part of network nid, whose cluster
+// record is gone (state.deleted): what the plugin's DeleteNetwork removes
+// on its own host, that is its links, its firewall state and its host
+// record, then forgets it. Under the host lock, it first reads both
+// records again and goes on only if the cluster record is absent and the
+// host record is there and readable; it deletes the host record only if
+// it still holds what it removed, in a transaction that sees the cluster
+// record still absent. An etcd error removes nothing and marks the
+// network for a retry. The host lock keeps a plugin's CreateNetwork of
+// the network from writing the host record between the reads and the
+// delete.
+func (d *Daemon) removeDeleted(nid string) error {
+	clusterKey := records.StorePrefix + records.NetworkKey(nid)
+	hostKey := storePrefixes(d.cfg.Host)[spaceHostNetworks] + nid
+	var h records.HostNetwork
+	err := d.underHostLock(func() error {
+		var raw []byte
+		err := d.store.View(func(tx store.Tx) error {
+			if _, err := tx.Get(clusterKey); err == nil {
+				return errNotDeleted
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			var err error
+			raw, err = tx.Get(hostKey)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return fmt.Errorf("host record: %w", err)
+		}
+		if err := d.cfg.InNetNS(func() error { return d.tearDown(nid, &h) }); err != nil {
+			return err
+		}
+		return d.store.Update(func(tx store.Tx) error {
+			if _, err := tx.Get(clusterKey); err == nil {
+				return errNotDeleted
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			cur, err := tx.Get(hostKey)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(cur, raw) {
+				return errNotDeleted
+			}
+			return tx.Delete(hostKey)
+		})
+	})
+	switch {
+	case errors.Is(err, errNotDeleted):
+		d.log.Debug("network not deleted after all", "network", nid)
+		delete(d.dirty, nid)
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		// The host record went meanwhile: the plugin removed it.
+		delete(d.st.hostNets, nid)
+		d.forget(nid)
+		return nil
+	case err != nil:
+		d.dirty[nid] = true
+		return fmt.Errorf("remove deleted network %s: %w", nid, err)
+	}
+	delete(d.st.hostNets, nid)
+	d.forget(nid)
+	d.metrics.networksRemoved.Inc()
+	d.log.Info("removed a deleted network from this host", "network", nid, "name", h.Name, "bridge", h.Bridge, "vxlan", h.VXLAN)
+	return nil
+}
+
+// tearDown removes network nid's firewall state and links here, as the
+// plugin's DeleteNetwork does on its host.
+func (d *Daemon) tearDown(nid string, h *records.HostNetwork) error {
+	var errs []error
+	if h.IPMasq || h.Isolation {
+		if fw, err := d.firewall(); err != nil {
+			errs = append(errs, err)
+		} else if err := fw.RemoveNetwork(firewallNetwork(h)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	dn := dataplane.Network{ID: nid, Bridge: h.Bridge, VXLAN: h.VXLAN, VNI: h.VNI, Port: h.Port,
+		Underlay: h.Underlay, LocalIP: net.ParseIP(h.LocalIP), MTU: h.MTU}
+	errs = append(errs, dataplane.Remove(dn))
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) firewall() (*firewall.Firewall, error) {
+	if d.fw == nil {
+		fw, err := firewall.New()
+		if err != nil {
+			return nil, err
+		}
+		d.fw = fw
+	}
+	return d.fw, nil
+}
+
+// firewallNetwork is host network h as the plugin gives it to package
+// firewall.
+func firewallNetwork(h *records.HostNetwork) firewall.Network {
+	fn := firewall.Network{Name: h.Name, Bridge: h.Bridge, IPMasq: h.IPMasq, Isolation: h.Isolation, ICC: true}
+	for _, s := range h.Subnets {
+		if _, sn, err := net.ParseCIDR(s); err == nil {
+			fn.Subnets = append(fn.Subnets, sn)
+		}
+	}
+	return fn
 }
 
 func (d *Daemon) updateGauges() {

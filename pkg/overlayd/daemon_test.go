@@ -22,6 +22,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/overlayd"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
@@ -391,3 +392,210 @@ func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// overlayNet is a network as the plugin makes it with masquerade and
+// isolation: a cluster record, its VNI, and on each host its links,
+// firewall rules and host record carrying what removing them takes.
+type overlayNet struct {
+	id, name string
+	vni      uint32
+	subnet   string
+	gateway  string
+}
+
+var (
+	netA = overlayNet{id: nid, name: "ovnet-a", vni: vni, subnet: "10.200.0.0/24", gateway: "10.200.0.1/24"}
+	netB = overlayNet{id: "b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1", name: "ovnet-b", vni: 4343,
+		subnet: "10.201.0.0/24", gateway: "10.201.0.1/24"}
+)
+
+func (n overlayNet) dataplane(h *host) dataplane.Network {
+	br, vx := dataplane.Names(n.id)
+	ip, gw, _ := net.ParseCIDR(n.gateway)
+	gw.IP = ip
+	return dataplane.Network{ID: n.id, Bridge: br, VXLAN: vx, VNI: n.vni, Port: dataplane.DefaultPort,
+		Underlay: "eth0", LocalIP: h.ip, Gateways: []*net.IPNet{gw}}
+}
+
+func (n overlayNet) firewall(h *host) firewall.Network {
+	_, sn, _ := net.ParseCIDR(n.subnet)
+	return firewall.Network{Name: n.name, Bridge: n.dataplane(h).Bridge, Subnets: []*net.IPNet{sn}, IPMasq: true, Isolation: true, ICC: true}
+}
+
+func (n overlayNet) hostKey(h *host) string {
+	return "hosts/" + h.name + "/hostdrivers/" + records.NetworkType + "/" + records.HostNetworkKey(n.id)
+}
+
+// create does what the plugin's CreateNetwork does: the cluster record
+// and the VNI's first, then on each host its part.
+func (w *world) create(n overlayNet, hs ...*host) {
+	GinkgoHelper()
+	Expect(w.store.Update(func(tx store.Tx) error {
+		if err := tx.Put(records.StorePrefix+records.VNIKey(n.vni), []byte(n.id)); err != nil {
+			return err
+		}
+		return store.PutJSON(tx, records.StorePrefix+records.NetworkKey(n.id), records.Network{ID: n.id, Name: n.name, VNI: n.vni,
+			Port: dataplane.DefaultPort, Gateways: []string{n.gateway}, Subnets: []string{n.subnet}})
+	})).To(Succeed())
+	for _, h := range hs {
+		dn := n.dataplane(h)
+		Expect(h.do(func() error {
+			if err := dataplane.Ensure(dn); err != nil {
+				return err
+			}
+			fw, err := firewall.New()
+			if err != nil {
+				return err
+			}
+			return fw.EnsureNetwork(n.firewall(h))
+		})).To(Succeed())
+		w.put(n.hostKey(h), records.HostNetwork{Bridge: dn.Bridge, VXLAN: dn.VXLAN, Underlay: dn.Underlay, LocalIP: h.ip.String(),
+			Host: h.name, Name: n.name, VNI: n.vni, Port: dn.Port, Subnets: []string{n.subnet}, Gateways: []string{n.gateway},
+			IPMasq: true, Isolation: true})
+	}
+}
+
+// delete does what the plugin's DeleteNetwork does on h: h's firewall
+// rules, links and host record, then the cluster records.
+func (w *world) deleteOn(n overlayNet, h *host) {
+	GinkgoHelper()
+	Expect(h.do(func() error {
+		fw, err := firewall.New()
+		if err != nil {
+			return err
+		}
+		return errors.Join(fw.RemoveNetwork(n.firewall(h)), dataplane.Remove(n.dataplane(h)))
+	})).To(Succeed())
+	w.delete(n.hostKey(h))
+	Expect(w.store.Update(func(tx store.Tx) error {
+		return errors.Join(tx.Delete(records.StorePrefix+records.VNIKey(n.vni)), tx.Delete(records.StorePrefix+records.NetworkKey(n.id)))
+	})).To(Succeed())
+}
+
+// leftOn is what h still has of n: its links, the lines of iptables-save
+// naming it, its bridge or its chains, and its host record.
+func (w *world) leftOn(n overlayNet, h *host) []string {
+	GinkgoHelper()
+	left := n.linksAndRules(h)
+	err := w.store.View(func(tx store.Tx) error { _, err := tx.Get(n.hostKey(h)); return err })
+	if err == nil {
+		left = append(left, "host record")
+	} else {
+		Expect(err).To(MatchError(store.ErrNotFound))
+	}
+	return left
+}
+
+// linksAndRules is what leftOn reports but the host record.
+func (n overlayNet) linksAndRules(h *host) []string {
+	GinkgoHelper()
+	var left []string
+	dn := n.dataplane(h)
+	chains := firewall.NetworkChains(n.name)
+	Expect(h.do(func() error {
+		for _, name := range []string{dn.Bridge, dn.VXLAN} {
+			if _, err := netlink.LinkByName(name); err == nil {
+				left = append(left, "link "+name)
+			}
+		}
+		out, err := exec.Command("iptables-save").Output()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			for _, s := range []string{n.name, dn.Bridge, chains.Forward, chains.DNAT, chains.Postrouting} {
+				if strings.Contains(line, s) {
+					left = append(left, "rule "+line)
+					break
+				}
+			}
+		}
+		return nil
+	})).To(Succeed())
+	return left
+}
+
+// isWhole says that left has both links, some rules and the host record.
+func isWhole(left []string) {
+	GinkgoHelper()
+	Expect(left).To(ContainElements(HavePrefix("link ov-"), HavePrefix("link vx-"), HavePrefix("rule "), "host record"), "links, rules and record")
+}
+
+var _ = Describe("cnm-overlayd, when a network is deleted on another host", func() {
+	It("removes the network's links, firewall state and host record here within a second, and nothing of another network", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.create(netA, h1, h2)
+		w.create(netB, h2)
+		w.start(h1)
+		d2 := w.start(h2)
+		w.waitRegistered(h1, h2)
+		addr := d2.d.Addr().String()
+		Eventually(func() (string, error) {
+			_, m, err := h2.get(addr, "/metrics")
+			return metric(m, "cnm_overlayd_networks"), err
+		}, 3*time.Second, 20*time.Millisecond).Should(Equal("2"))
+		isWhole(w.leftOn(netA, h2))
+		leftB := w.leftOn(netB, h2)
+		isWhole(leftB)
+
+		t := time.Now()
+		w.deleteOn(netA, h1)
+		Expect(w.leftOn(netA, h1)).To(BeEmpty())
+		Eventually(func() []string { return w.leftOn(netA, h2) }, time.Second, 10*time.Millisecond).Should(BeEmpty())
+		reportLag("network deleted on h1 to removed on h2", time.Since(t))
+		Expect(w.leftOn(netB, h2)).To(Equal(leftB), "the other network is untouched")
+		Expect(h2.do(func() error {
+			fw, err := firewall.New()
+			if err != nil {
+				return err
+			}
+			return fw.Check(netB.firewall(h2), nil)
+		})).To(Succeed(), "the other network's rules are whole")
+		_, m, err := h2.get(addr, "/metrics")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(metric(m, "cnm_overlayd_networks_removed_total")).To(Equal("1"))
+		Expect(metric(m, "cnm_overlayd_networks")).To(Equal("1"))
+	})
+
+	It("removes nothing while etcd is down, even for a network deleted meanwhile, and removes that one once etcd is back", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.create(netA, h1, h2)
+		d2 := w.start(h2)
+		w.waitRegistered(h2)
+		addr := d2.d.Addr().String()
+		Eventually(func() (int, error) { code, _, err := h2.get(addr, "/healthz"); return code, err }, 3*time.Second).Should(Equal(200))
+		left := w.leftOn(netA, h2)
+		isWhole(left)
+
+		By("etcd down under a running daemon")
+		Expect(w.etcd.Kill(0)).To(Succeed())
+		Eventually(func() (string, error) {
+			_, m, err := h2.get(addr, "/metrics")
+			return metric(m, "cnm_overlayd_etcd_errors_total"), err
+		}, 5*time.Second, 100*time.Millisecond).ShouldNot(Equal("0"))
+		time.Sleep(2 * resync)
+		Expect(netA.linksAndRules(h2)).To(Equal(left[:len(left)-1]))
+		Expect(w.etcd.Restart(0)).To(Succeed())
+		Eventually(func() error {
+			return w.store.View(func(tx store.Tx) error { _, err := tx.Get(netA.hostKey(h2)); return err })
+		},
+			10*time.Second, 100*time.Millisecond).Should(Succeed())
+		Expect(w.leftOn(netA, h2)).To(Equal(left))
+
+		By("a daemon starting while etcd is down, after the network was deleted")
+		d2.stop()
+		w.deleteOn(netA, h1)
+		Expect(w.etcd.Kill(0)).To(Succeed())
+		d2 = w.start(h2)
+		time.Sleep(3 * resync)
+		_, m, err := h2.get(d2.d.Addr().String(), "/metrics")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(metric(m, "cnm_overlayd_networks_removed_total")).To(Equal("0"))
+		Expect(metric(m, "cnm_overlayd_etcd_errors_total")).NotTo(Equal("0"))
+		Expect(netA.linksAndRules(h2)).To(Equal(left[:len(left)-1]), "nothing removed")
+		Expect(w.etcd.Restart(0)).To(Succeed())
+		Eventually(func() []string { return w.leftOn(netA, h2) }, 15*time.Second, 50*time.Millisecond).Should(BeEmpty())
+	})
+})

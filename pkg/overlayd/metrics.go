@@ -28,6 +28,7 @@ type metrics struct {
 	peerUpdates      *prometheus.CounterVec
 	watchRestarts    *prometheus.CounterVec
 	etcdErrors       prometheus.Counter
+	networksRemoved  prometheus.Counter
 	lastReconcile    prometheus.Gauge
 }
 
@@ -52,6 +53,8 @@ func newMetrics(h *health) *metrics {
 			Help: "Watches ended for a new listing, by reason (resync, compacted, error)."}, []string{"reason"}),
 		etcdErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "etcd_errors_total",
 			Help: "Failed etcd calls: listings, watches, registrations."}),
+		networksRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "networks_removed_total",
+			Help: "Networks deleted on another host whose links, firewall state and host record this daemon removed here."}),
 		lastReconcile: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "last_reconcile_timestamp_seconds",
 			Help: "Unix time of the last successful full reconcile."}),
 	}
@@ -68,7 +71,7 @@ func newMetrics(h *health) *metrics {
 		Help: "The build of the daemon.", ConstLabels: prometheus.Labels{"version": buildinfo.Version(), "commit": buildinfo.Commit()}})
 	info.Set(1)
 	m.reg.MustRegister(m.peers, m.networks, m.registered, m.reconciles, m.reconcileSeconds, m.reconcileEntries,
-		m.peerUpdates, m.watchRestarts, m.etcdErrors, m.lastReconcile, age, info,
+		m.peerUpdates, m.watchRestarts, m.etcdErrors, m.networksRemoved, m.lastReconcile, age, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Labelled series exist from the start, so that a rate over them
 	// needs no first event.

@@ -43,9 +43,12 @@ func storePrefixes(host string) [numSpaces]string {
 // state is what the daemon knows of the cluster store: one listing and
 // the watch events since.
 type state struct {
-	host       string
-	nets       map[string]records.Network
-	hostNets   map[string]records.HostNetwork
+	host     string
+	nets     map[string]records.Network
+	hostNets map[string]records.HostNetwork
+	// unreadable are the networks whose cluster record is there but
+	// does not decode: not deleted, so never removed.
+	unreadable map[string]bool
 	peers      map[string]map[string]records.Peer // by network id, endpoint id
 	registered map[string]bool
 	live       map[string]bool
@@ -56,6 +59,7 @@ func newState(host string) *state {
 		host:       host,
 		nets:       map[string]records.Network{},
 		hostNets:   map[string]records.HostNetwork{},
+		unreadable: map[string]bool{},
 		peers:      map[string]map[string]records.Peer{},
 		registered: map[string]bool{},
 		live:       map[string]bool{},
@@ -115,6 +119,11 @@ func (s *state) apply(sp space, key string, value []byte, a *affected) error {
 			s.nets[key] = n
 		} else {
 			delete(s.nets, key)
+		}
+		if decodeErr != nil {
+			s.unreadable[key] = true
+		} else {
+			delete(s.unreadable, key)
 		}
 		a.add(key)
 	case spaceHostNetworks:
@@ -176,6 +185,32 @@ func (s *state) activeNetworks() []string {
 	var ids []string
 	for nid := range s.hostNets {
 		if _, ok := s.nets[nid]; ok {
+			ids = append(ids, nid)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// deleted says whether network nid has a host record here and no
+// cluster record: the plugin writes the cluster record first (in a
+// transaction of its own) and the host record after, and deletes them
+// in the other order, so that is a network deleted on another host. A
+// cluster record that is there but does not decode is not deleted.
+// The watches of the two spaces are not ordered with each other, so
+// the daemon reads both records again before it acts.
+func (s *state) deleted(nid string) bool {
+	_, host := s.hostNets[nid]
+	_, cluster := s.nets[nid]
+	return host && !cluster && !s.unreadable[nid]
+}
+
+// deletedNetworks are the ids of the networks deleted returns true for,
+// sorted.
+func (s *state) deletedNetworks() []string {
+	var ids []string
+	for nid := range s.hostNets {
+		if s.deleted(nid) {
 			ids = append(ids, nid)
 		}
 	}
