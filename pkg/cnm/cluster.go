@@ -85,6 +85,20 @@ func decodeCluster(raw json.RawMessage) (*ClusterConf, error) {
 	return cc, nil
 }
 
+// decodeClusterKeys decodes the cluster and host keys into c, without
+// validating them (validateClusterKeys).
+func (c *NetConf) decodeClusterKeys(cluster, host json.RawMessage) error {
+	cc, err := decodeCluster(cluster)
+	if err != nil {
+		return err
+	}
+	c.Cluster = cc
+	if err := confcheck.Decode("host", host, &c.Host); err != nil {
+		return invalidConfig("%v", err)
+	}
+	return nil
+}
+
 // etcdKeys are the keys of cluster.etcd.
 var etcdKeys = []string{"endpoints", "prefix", "timeout", "certFile", "keyFile", "trustedCAFile"}
 
@@ -227,12 +241,8 @@ func LoadClusterKeys(raw []byte, host string) (*NetConf, error) {
 		return nil, newError(types.ErrDecodingFailure, "decode configuration: %v", err)
 	}
 	conf := &NetConf{}
-	var err error
-	if conf.Cluster, err = decodeCluster(r.Cluster); err != nil {
+	if err := conf.decodeClusterKeys(r.Cluster, r.Host); err != nil {
 		return nil, err
-	}
-	if err := confcheck.Decode("host", r.Host, &conf.Host); err != nil {
-		return nil, invalidConfig("%v", err)
 	}
 	if host != "" {
 		conf.Host = host

@@ -172,18 +172,15 @@ func decodeNetConf(raw []byte) (*NetConf, error) {
 		{"podNamespace", r.PodNamespace, &conf.PodNamespace},
 		{"reservationTTL", r.ReservationTTL, &conf.ReservationTTL},
 		{"maxPersistentEndpoints", r.MaxPersistentEndpoints, &conf.MaxPersistentEndpoints},
-		{"host", r.Host, &conf.Host},
 	} {
 		if err := confcheck.Decode(f.key, f.raw, f.dst); err != nil {
 			return nil, invalidConfig("%v", err)
 		}
 	}
 	conf.IPAM = ipamType
-	cc, err := decodeCluster(r.Cluster)
-	if err != nil {
+	if err := conf.decodeClusterKeys(r.Cluster, r.Host); err != nil {
 		return nil, err
 	}
-	conf.Cluster = cc
 	return conf, nil
 }
 

@@ -305,12 +305,8 @@ func LoadNetConfForDel(raw []byte) (*NetConf, error) {
 	}
 	// The cluster store is where a global network's records are: without
 	// it DEL cannot find what to release.
-	var err error
-	if conf.Cluster, err = decodeCluster(top.Cluster); err != nil {
+	if err := conf.decodeClusterKeys(top.Cluster, top.Host); err != nil {
 		return nil, err
-	}
-	if err := confcheck.Decode("host", top.Host, &conf.Host); err != nil {
-		return nil, invalidConfig("%v", err)
 	}
 	if err := conf.validateClusterKeys(); err != nil {
 		return nil, err

@@ -649,7 +649,7 @@ func (d *Daemon) tearDown(nid string, h *records.HostNetwork) error {
 	if h.IPMasq || h.Isolation {
 		if fw, err := d.firewall(); err != nil {
 			errs = append(errs, err)
-		} else if err := fw.RemoveNetwork(firewallNetwork(h)); err != nil {
+		} else if err := fw.RemoveNetwork(h.Firewall()); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -668,18 +668,6 @@ func (d *Daemon) firewall() (*firewall.Firewall, error) {
 		d.fw = fw
 	}
 	return d.fw, nil
-}
-
-// firewallNetwork is host network h as the plugin gives it to package
-// firewall.
-func firewallNetwork(h *records.HostNetwork) firewall.Network {
-	fn := firewall.Network{Name: h.Name, Bridge: h.Bridge, IPMasq: h.IPMasq, Isolation: h.Isolation, ICC: true}
-	for _, s := range h.Subnets {
-		if _, sn, err := net.ParseCIDR(s); err == nil {
-			fn.Subnets = append(fn.Subnets, sn)
-		}
-	}
-	return fn
 }
 
 func (d *Daemon) updateGauges() {

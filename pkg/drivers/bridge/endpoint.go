@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -54,40 +54,7 @@ func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ dr
 	if ifc.MacAddress() != nil {
 		return nil
 	}
-	for try := range maxMACTries {
-		err := ifc.SetMacAddress(macFor(ifc.Addresses(), try))
-		if !errors.Is(err, driverapi.ErrMACInUse) {
-			return err
-		}
-	}
-	return fmt.Errorf("endpoint %s: no free MAC after %d tries", eid, maxMACTries)
-}
-
-// maxMACTries bounds the MACs tried for one endpoint: from IPv4 the first
-// is unique; from IPv6 a clash of 32 hashed bits is rare, eight in a row
-// is not going to happen.
-const maxMACTries = 8
-
-// macFor derives a locally administered MAC (02:42 and 32 bits) from the
-// endpoint's addresses. The IPv4 address itself is unique in the network,
-// so its MAC is; an IPv6 address has more than 32 bits, so they are
-// hashed (its low 32 bits alone repeat across a /64), with try making
-// another candidate when one is taken.
-func macFor(addrs []*net.IPNet, try int) net.HardwareAddr {
-	if try == 0 {
-		for _, a := range addrs {
-			if v4 := a.IP.To4(); v4 != nil {
-				return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
-			}
-		}
-	}
-	h := sha256.New()
-	for _, a := range addrs {
-		h.Write(a.IP.To16())
-	}
-	h.Write([]byte{byte(try)})
-	sum := h.Sum(nil)
-	return net.HardwareAddr{0x02, 0x42, sum[0], sum[1], sum[2], sum[3]}
+	return endpointkit.AssignMAC(ifc, eid, nil)
 }
 
 // DeleteEndpoint implements driverapi.Driver; Leave already released all
@@ -153,7 +120,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	}
 	defer func() {
 		if err != nil {
-			_ = deleteLink(host.Attrs().Name)
+			_ = endpointkit.DeleteLink(host.Attrs().Name)
 		}
 	}()
 	fault.Point("bridge:veth")
@@ -197,22 +164,8 @@ func (d *Driver) pinOldBridgeMAC(n *network) error {
 // describeJoin tells the core the names, gateways and host interfaces.
 func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, ifName string) error {
 	if n.IsGateway {
-		for _, g := range n.Gateways {
-			ip, subnet, err := net.ParseCIDR(g)
-			if err != nil {
-				return fmt.Errorf("gateway %s: %w", g, err)
-			}
-			if !hasAddressIn(ji.Interface(), subnet) {
-				continue // another subnet's gateway: not on this endpoint's link
-			}
-			if ip.To4() != nil {
-				err = ji.SetGateway(ip)
-			} else {
-				err = ji.SetGatewayIPv6(ip)
-			}
-			if err != nil {
-				return err
-			}
+		if err := endpointkit.SetGateways(ji, n.Gateways); err != nil {
+			return err
 		}
 	}
 	if br, err := netlink.LinkByName(n.Bridge); err == nil {
@@ -224,19 +177,6 @@ func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, if
 		return err
 	}
 	return ji.SetNamesInSandbox(peer, ifName)
-}
-
-// hasAddressIn reports whether the endpoint has an address in subnet.
-func hasAddressIn(ifc driverapi.InterfaceInfo, subnet *net.IPNet) bool {
-	if ifc == nil {
-		return false
-	}
-	for _, a := range ifc.Addresses() {
-		if subnet.Contains(a.IP) {
-			return true
-		}
-	}
-	return false
 }
 
 // reservePorts records the endpoint's published ports, refusing any host
@@ -420,7 +360,7 @@ func firewallPorts(p *ports) []firewall.PortMapping {
 // sandbox end) and the endpoint's published ports go.
 func (d *Driver) Leave(nid, eid string) error {
 	host, _ := vethNames(eid)
-	if err := deleteLink(host); err != nil {
+	if err := endpointkit.DeleteLink(host); err != nil {
 		return err
 	}
 	n, err := d.network(nid)

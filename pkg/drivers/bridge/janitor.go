@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
@@ -145,7 +146,7 @@ func removeOrphanLink(bridge, name string) error {
 	}
 	for _, l := range links {
 		if l.Attrs().Name == name {
-			return deleteLink(name)
+			return endpointkit.DeleteLink(name)
 		}
 	}
 	if _, err := netlink.LinkByName(name); err == nil {

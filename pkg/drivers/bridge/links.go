@@ -11,6 +11,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 )
 
 // ensureBridge makes the network's bridge, marked as the network's and
@@ -171,21 +173,6 @@ func setSysctl(key, value string) error {
 	return nil
 }
 
-// deleteLink removes a link; a missing one is not an error.
-func deleteLink(name string) error {
-	link, err := netlink.LinkByName(name)
-	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("find %s: %w", name, err)
-	}
-	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete %s: %w", name, err)
-	}
-	return nil
-}
-
 // vethNames are the host end (stable, unique per endpoint) and the end
 // the core moves into the sandbox.
 func vethNames(eid string) (host, peer string) {
@@ -223,7 +210,7 @@ func createVeth(n *network, eid, sboxKey string, mac net.HardwareAddr, hairpin b
 		err = configurePort(link, n, hairpin)
 	}
 	if err != nil {
-		_ = deleteLink(host)
+		_ = endpointkit.DeleteLink(host)
 		return nil, err
 	}
 	return link, nil

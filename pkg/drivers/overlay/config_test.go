@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 )
 
 func TestParseConfNamesTheKey(t *testing.T) {
@@ -40,15 +42,15 @@ func TestParseConfNamesTheKey(t *testing.T) {
 func TestMACForIsStableUnicastAndLocal(t *testing.T) {
 	_, v4, _ := net.ParseCIDR("10.1.2.3/24")
 	v4.IP = net.ParseIP("10.1.2.3")
-	if got := macFor([]*net.IPNet{v4}, 0).String(); got != "02:42:0a:01:02:03" {
+	if got := endpointkit.MACFor([]*net.IPNet{v4}, 0, macSalt).String(); got != "02:42:0a:01:02:03" {
 		t.Errorf("IPv4: got %s", got)
 	}
 	v6 := &net.IPNet{IP: net.ParseIP("fd00::5"), Mask: net.CIDRMask(64, 128)}
-	a, b := macFor([]*net.IPNet{v6}, 0), macFor([]*net.IPNet{v6}, 0)
+	a, b := endpointkit.MACFor([]*net.IPNet{v6}, 0, macSalt), endpointkit.MACFor([]*net.IPNet{v6}, 0, macSalt)
 	if a.String() != b.String() || a[0]&1 != 0 || a[0]&2 == 0 {
 		t.Errorf("IPv6: %s and %s: want the same locally administered unicast MAC", a, b)
 	}
-	if macFor([]*net.IPNet{v6}, 1).String() == a.String() {
+	if endpointkit.MACFor([]*net.IPNet{v6}, 1, macSalt).String() == a.String() {
 		t.Errorf("another try gave the same MAC %s", a)
 	}
 }

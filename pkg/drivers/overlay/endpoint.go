@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -11,13 +10,18 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
+
+// macSalt keeps the MACs the overlay hashes from IPv6 addresses apart
+// from the bridge driver's (endpointkit.MACFor); never the bridge's own
+// (dataplane.BridgeMAC avoids 02:42).
+var macSalt = []byte("overlay-endpoint/")
 
 // CreateEndpoint implements driverapi.Driver: an overlay endpoint needs
 // an address, and gets a MAC derived from it when it has none. The core
@@ -31,39 +35,7 @@ func (d *Driver) CreateEndpoint(nid, eid string, ep driverapi.EndpointInfo, _ dr
 	if ifc.MacAddress() != nil {
 		return nil
 	}
-	for try := range maxMACTries {
-		err := ifc.SetMacAddress(macFor(ifc.Addresses(), try))
-		if !errors.Is(err, driverapi.ErrMACInUse) {
-			return err
-		}
-	}
-	return fmt.Errorf("endpoint %s: no free MAC after %d tries", eid, maxMACTries)
-}
-
-// maxMACTries bounds the MACs tried for one endpoint.
-const maxMACTries = 8
-
-// macFor derives a locally administered unicast MAC from the endpoint's
-// addresses, as libnetwork's overlay does (02:42 and the IPv4 address,
-// unique in the network as the address is); from IPv6 addresses alone,
-// or when that one is taken, 32 bits of their hash, try making another
-// candidate. Never the bridge's (dataplane.BridgeMAC avoids 02:42).
-func macFor(addrs []*net.IPNet, try int) net.HardwareAddr {
-	if try == 0 {
-		for _, a := range addrs {
-			if v4 := a.IP.To4(); v4 != nil {
-				return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
-			}
-		}
-	}
-	h := sha256.New()
-	h.Write([]byte("overlay-endpoint/"))
-	for _, a := range addrs {
-		h.Write(a.IP.To16())
-	}
-	h.Write([]byte{byte(try)})
-	sum := h.Sum(nil)
-	return net.HardwareAddr{0x02, 0x42, sum[0], sum[1], sum[2], sum[3]}
+	return endpointkit.AssignMAC(ifc, eid, macSalt)
 }
 
 // DeleteEndpoint implements driverapi.Driver: the reservation ends, so
@@ -131,7 +103,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	}
 	defer func() {
 		if err != nil {
-			_ = deleteLink(host.Attrs().Name)
+			_ = endpointkit.DeleteLink(host.Attrs().Name)
 		}
 	}()
 	mac := ifc.MacAddress()
@@ -194,22 +166,8 @@ func sandboxMAC(sboxKey, eid string) (net.HardwareAddr, error) {
 
 // describeJoin tells the core the names, gateways and host interfaces.
 func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.JoinInfo, host netlink.Link, eid, ifName string) error {
-	for _, g := range h.Gateways {
-		ip, subnet, err := net.ParseCIDR(g)
-		if err != nil {
-			return fmt.Errorf("gateway %s: %w", g, err)
-		}
-		if !hasAddressIn(ji.Interface(), subnet) {
-			continue // another subnet's: not on this endpoint's link
-		}
-		if ip.To4() != nil {
-			err = ji.SetGateway(ip)
-		} else {
-			err = ji.SetGatewayIPv6(ip)
-		}
-		if err != nil {
-			return err
-		}
+	if err := endpointkit.SetGateways(ji, h.Gateways); err != nil {
+		return err
 	}
 	if err := ji.AddHostInterface(h.Bridge, dataplane.BridgeMAC(dn.ID)); err != nil {
 		return err
@@ -219,15 +177,6 @@ func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.Joi
 	}
 	_, peer := vethNames(eid)
 	return ji.SetNamesInSandbox(peer, ifName)
-}
-
-func hasAddressIn(ifc driverapi.InterfaceInfo, subnet *net.IPNet) bool {
-	for _, a := range ifc.Addresses() {
-		if subnet.Contains(a.IP) {
-			return true
-		}
-	}
-	return false
 }
 
 // createVeth makes the endpoint's veth pair, its other end inside the
@@ -260,25 +209,10 @@ func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareA
 		err = netlink.LinkSetUp(link)
 	}
 	if err != nil {
-		_ = deleteLink(host)
+		_ = endpointkit.DeleteLink(host)
 		return nil, fmt.Errorf("set up veth %s: %w", host, err)
 	}
 	return link, nil
-}
-
-// deleteLink removes a link; a missing one is not an error.
-func deleteLink(name string) error {
-	link, err := netlink.LinkByName(name)
-	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("find %s: %w", name, err)
-	}
-	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("delete %s: %w", name, err)
-	}
-	return nil
 }
 
 // Leave implements driverapi.Driver: the veth goes (its sandbox end with
@@ -286,7 +220,7 @@ func deleteLink(name string) error {
 // names another host is the endpoint's new place.
 func (d *Driver) Leave(nid, eid string) error {
 	host, _ := vethNames(eid)
-	if err := deleteLink(host); err != nil {
+	if err := endpointkit.DeleteLink(host); err != nil {
 		return err
 	}
 	h, err := d.hostNetwork(nid)
@@ -343,7 +277,7 @@ func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
 		if err != nil {
 			return err
 		}
-		if err := fw.Check(firewallNetwork(h), nil); err != nil {
+		if err := fw.Check(h.Firewall(), nil); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}

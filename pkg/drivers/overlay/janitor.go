@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -221,7 +222,7 @@ func removeOrphanVeth(nid, name string) error {
 	if _, ok := vethOf(l, nid); !ok {
 		return fmt.Errorf("%s is not a host veth of overlay network %s; left alone", name, nid)
 	}
-	return deleteLink(name)
+	return endpointkit.DeleteLink(name)
 }
 
 // removeOrphanPeer deletes peer record key if it still names host: one

@@ -205,16 +205,6 @@ func dataplaneNetwork(nid string, h *records.HostNetwork) (dataplane.Network, er
 	return n, nil
 }
 
-func firewallNetwork(h *records.HostNetwork) firewall.Network {
-	fn := firewall.Network{Name: h.Name, Bridge: h.Bridge, IPMasq: h.IPMasq, Isolation: h.Isolation, ICC: true}
-	for _, s := range h.Subnets {
-		if _, sn, err := net.ParseCIDR(s); err == nil {
-			fn.Subnets = append(fn.Subnets, sn)
-		}
-	}
-	return fn
-}
-
 // planHost is this host's part of network n as the configuration asks.
 func planHost(n *records.Network, c *netConf, host string) (*records.HostNetwork, error) {
 	iface, ip, err := c.underlay()
@@ -305,7 +295,7 @@ func (d *Driver) setUpHost(nid string, h *records.HostNetwork) error {
 		if err != nil {
 			return err
 		}
-		if err := fw.EnsureNetwork(firewallNetwork(h)); err != nil {
+		if err := fw.EnsureNetwork(h.Firewall()); err != nil {
 			return err
 		}
 	}
@@ -361,7 +351,7 @@ func (d *Driver) tearDownHost(nid string, h *records.HostNetwork) error {
 	if h.IPMasq || h.Isolation {
 		if fw, err := d.firewall(); err != nil {
 			errs = append(errs, err)
-		} else if err := fw.RemoveNetwork(firewallNetwork(h)); err != nil {
+		} else if err := fw.RemoveNetwork(h.Firewall()); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -22,6 +22,8 @@ package records
 import (
 	"net"
 	"strconv"
+
+	"github.com/cnmnet/cnmnet/pkg/firewall"
 )
 
 // NetworkType is the CNI type of the overlay.
@@ -103,4 +105,18 @@ func (p *Peer) ParseIPs() []net.IP {
 		}
 	}
 	return out
+}
+
+// Firewall is the network as package firewall takes it, the same for
+// the plugin that makes its rules and the daemon that removes them when
+// the network is deleted elsewhere: masquerade and isolation by the
+// bridge, traffic between its endpoints always allowed.
+func (h *HostNetwork) Firewall() firewall.Network {
+	fn := firewall.Network{Name: h.Name, Bridge: h.Bridge, IPMasq: h.IPMasq, Isolation: h.Isolation, ICC: true}
+	for _, s := range h.Subnets {
+		if _, sn, err := net.ParseCIDR(s); err == nil {
+			fn.Subnets = append(fn.Subnets, sn)
+		}
+	}
+	return fn
 }

@@ -1,0 +1,106 @@
+package endpointkit
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/driverapi"
+)
+
+// maxMACTries bounds the MACs tried for one endpoint: from IPv4 the first
+// is unique; from IPv6 a clash of 32 hashed bits is rare, eight in a row
+// is not going to happen.
+const maxMACTries = 8
+
+// AssignMAC gives ifc, which has none, a MAC derived from its addresses
+// (MACFor with salt), trying another while the network's other endpoints
+// hold one.
+func AssignMAC(ifc driverapi.InterfaceInfo, eid string, salt []byte) error {
+	for try := range maxMACTries {
+		err := ifc.SetMacAddress(MACFor(ifc.Addresses(), try, salt))
+		if !errors.Is(err, driverapi.ErrMACInUse) {
+			return err
+		}
+	}
+	return fmt.Errorf("endpoint %s: no free MAC after %d tries", eid, maxMACTries)
+}
+
+// MACFor derives a locally administered MAC (02:42 and 32 bits) from an
+// endpoint's addresses, as libnetwork does. The IPv4 address itself is
+// unique in the network, so its MAC is; an IPv6 address has more than 32
+// bits, so they are hashed (with salt, a driver's own, first; its low 32
+// bits alone repeat across a /64), try making another candidate when one
+// is taken.
+func MACFor(addrs []*net.IPNet, try int, salt []byte) net.HardwareAddr {
+	if try == 0 {
+		for _, a := range addrs {
+			if v4 := a.IP.To4(); v4 != nil {
+				return net.HardwareAddr{0x02, 0x42, v4[0], v4[1], v4[2], v4[3]}
+			}
+		}
+	}
+	h := sha256.New()
+	h.Write(salt)
+	for _, a := range addrs {
+		h.Write(a.IP.To16())
+	}
+	h.Write([]byte{byte(try)})
+	sum := h.Sum(nil)
+	return net.HardwareAddr{0x02, 0x42, sum[0], sum[1], sum[2], sum[3]}
+}
+
+// SetGateways tells the core the gateways (CIDRs) of the subnets the
+// endpoint has an address in: another subnet's gateway is not on its
+// link.
+func SetGateways(ji driverapi.JoinInfo, gateways []string) error {
+	for _, g := range gateways {
+		ip, subnet, err := net.ParseCIDR(g)
+		if err != nil {
+			return fmt.Errorf("gateway %s: %w", g, err)
+		}
+		if !hasAddressIn(ji.Interface(), subnet) {
+			continue
+		}
+		if ip.To4() != nil {
+			err = ji.SetGateway(ip)
+		} else {
+			err = ji.SetGatewayIPv6(ip)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasAddressIn(ifc driverapi.InterfaceInfo, subnet *net.IPNet) bool {
+	if ifc == nil {
+		return false
+	}
+	for _, a := range ifc.Addresses() {
+		if subnet.Contains(a.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+// DeleteLink removes a link; a missing one is not an error.
+func DeleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
