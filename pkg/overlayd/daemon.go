@@ -19,6 +19,7 @@ import (
 
 	"github.com/cnmnet/cnmnet/pkg/cluster"
 	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
@@ -645,18 +646,7 @@ func (d *Daemon) removeDeleted(nid string) error {
 // tearDown removes network nid's firewall state and links here, as the
 // plugin's DeleteNetwork does on its host.
 func (d *Daemon) tearDown(nid string, h *records.HostNetwork) error {
-	var errs []error
-	if h.IPMasq || h.Isolation {
-		if fw, err := d.firewall(); err != nil {
-			errs = append(errs, err)
-		} else if err := fw.RemoveNetwork(h.Firewall()); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	dn := dataplane.Network{ID: nid, Bridge: h.Bridge, VXLAN: h.VXLAN, VNI: h.VNI, Port: h.Port,
-		Underlay: h.Underlay, LocalIP: net.ParseIP(h.LocalIP), MTU: h.MTU}
-	errs = append(errs, dataplane.Remove(dn))
-	return errors.Join(errs...)
+	return overlay.RemoveHostState(nid, h, d.firewall)
 }
 
 func (d *Daemon) firewall() (*firewall.Firewall, error) {

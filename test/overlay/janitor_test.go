@@ -19,33 +19,6 @@ import (
 )
 
 var _ = Describe("cnmctl check of an overlay network", func() {
-	// endpointOf is the ID and name of the endpoint joined for container id.
-	endpointOf := func(h *host, id string) (eid, name string) {
-		GinkgoHelper()
-		out, code := h.cnmctl("endpoint", "ls", "--network", net1.name)
-		Expect(code).To(BeZero(), "%s", out)
-		var eps []struct {
-			ID      string `json:"id"`
-			Name    string `json:"name"`
-			Sandbox *struct {
-				ContainerID string `json:"containerID"`
-			} `json:"sandbox"`
-		}
-		Expect(json.Unmarshal(out, &eps)).To(Succeed(), "%s", out)
-		for _, ep := range eps {
-			if ep.Sandbox != nil && ep.Sandbox.ContainerID == id {
-				return ep.ID, ep.Name
-			}
-		}
-		Fail("no endpoint joined for container " + id)
-		return "", ""
-	}
-	endpointID := func(h *host, id string) string {
-		GinkgoHelper()
-		eid, _ := endpointOf(h, id)
-		return eid
-	}
-	hostVeth := func(eid string) string { return "ovh" + eid[:11] }
 	putPeer := func(w *world, p records.Peer) {
 		GinkgoHelper()
 		b, err := json.Marshal(p)
@@ -77,13 +50,6 @@ var _ = Describe("cnmctl check of an overlay network", func() {
 			}
 			return netlink.LinkSetAlias(l, alias)
 		})
-	}
-	objects := func(found []finding) []string {
-		var out []string
-		for _, f := range found {
-			out = append(out, f.Kind+" "+f.Object)
-		}
-		return out
 	}
 
 	It("lists, in the driver, the veths and peer records of endpoints not given and a broken data plane, and removes only them", func() {
@@ -250,3 +216,44 @@ var _ = Describe("cnmctl check of an overlay network", func() {
 		Expect(keep.ping(net.ParseIP("10.201.0.1"), 0)).To(Succeed())
 	})
 })
+
+// endpointOf is the ID and name of the endpoint joined for container id.
+func endpointOf(h *host, id string) (eid, name string) {
+	GinkgoHelper()
+	out, code := h.cnmctl("endpoint", "ls", "--network", net1.name)
+	Expect(code).To(BeZero(), "%s", out)
+	var eps []struct {
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+		Sandbox *struct {
+			ContainerID string `json:"containerID"`
+		} `json:"sandbox"`
+	}
+	Expect(json.Unmarshal(out, &eps)).To(Succeed(), "%s", out)
+	for _, ep := range eps {
+		if ep.Sandbox != nil && ep.Sandbox.ContainerID == id {
+			return ep.ID, ep.Name
+		}
+	}
+	Fail("no endpoint joined for container " + id)
+	return "", ""
+}
+
+// endpointID is the ID of the endpoint joined for container id.
+func endpointID(h *host, id string) string {
+	GinkgoHelper()
+	eid, _ := endpointOf(h, id)
+	return eid
+}
+
+// hostVeth is the host end of endpoint eid's veth.
+func hostVeth(eid string) string { return "ovh" + eid[:11] }
+
+// objects are the findings as "kind object".
+func objects(found []finding) []string {
+	var out []string
+	for _, f := range found {
+		out = append(out, f.Kind+" "+f.Object)
+	}
+	return out
+}

@@ -365,7 +365,7 @@ func (d *Driver) eachHostVeth(n *network, fn func(l netlink.Link, hairpin bool) 
 		if nid != n.ID || !ownedHostVeth(l) {
 			continue
 		}
-		p, err := d.ports(eid)
+		p, err := d.ports().Of(eid)
 		if err == nil {
 			err = fn(l, n.Hairpin || len(p.Ports) > 0)
 		}
@@ -424,7 +424,7 @@ func (d *Driver) Status(info driverapi.NetworkInfo) error {
 	if err != nil || n == nil {
 		return err
 	}
-	mappings, err := d.networkPorts(n.ID, nil)
+	mappings, err := d.ports().Network(n.ID)
 	if err != nil {
 		return err
 	}

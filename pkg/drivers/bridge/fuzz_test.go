@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/hostports"
 )
 
 // fuzzAddrs are an endpoint's addresses: one IPv4 /24 and one IPv6 /64.
@@ -83,7 +85,7 @@ func FuzzPortMappings(f *testing.F) {
 			return
 		}
 		req := c.RuntimeConfig.PortMappings
-		out, err := resolvePorts(req, c.HostBindingIPv4, addrs)
+		out, err := hostports.Resolve(req, c.HostBindingIPv4, addrs)
 		if err != nil {
 			te := checkCode(t, err, types.ErrInvalidNetworkConfig)
 			if !strings.Contains(te.Msg, "runtimeConfig.portMappings[") {
@@ -92,10 +94,10 @@ func FuzzPortMappings(f *testing.F) {
 		}
 		// Mapping by mapping: each is refused or bound on its own, and
 		// the whole request is the sum of its mappings.
-		var sum []publishedPort
+		var sum []hostports.Port
 		failed := false
 		for _, m := range req {
-			one, err := resolvePorts([]portMapping{m}, c.HostBindingIPv4, addrs)
+			one, err := hostports.Resolve([]hostports.Mapping{m}, c.HostBindingIPv4, addrs)
 			if err != nil {
 				checkCode(t, err, types.ErrInvalidNetworkConfig)
 				failed = true
@@ -128,7 +130,7 @@ func checkCode(t *testing.T, err error, code uint) *types.Error {
 // checkBound checks the ports one accepted mapping was bound to: a host
 // IP binds its own family only, no host IP both (fuzzAddrs has one
 // address of each), with hostBinding on the IPv4 side.
-func checkBound(t *testing.T, m portMapping, hostBinding string, out []publishedPort) {
+func checkBound(t *testing.T, m hostports.Mapping, hostBinding string, out []hostports.Port) {
 	t.Helper()
 	wantLen := 1
 	if m.HostIP == "" {

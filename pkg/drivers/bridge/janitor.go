@@ -77,7 +77,7 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 			out = append(out, driverapi.Orphan{Kind: "link", Name: name})
 		}
 	}
-	ports, err := d.portOwners(nid)
+	ports, err := d.ports().Owners(nid)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 	if err != nil {
 		return nil, err
 	}
-	mappings, err := d.networkPorts(nid, nil)
+	mappings, err := d.ports().Network(nid)
 	if err != nil {
 		return nil, err
 	}
@@ -153,37 +153,6 @@ func removeOrphanLink(bridge, name string) error {
 		return fmt.Errorf("%s is not a host veth of cnmnet on bridge %s; left alone", name, bridge)
 	}
 	return nil // gone already
-}
-
-// portOwners maps the driver's records that hold host ports for network
-// nid — "endpoints/<eid>" and "hostports/..." keys — to their endpoint.
-// A host port whose endpoint has no record at all is counted in too.
-func (d *Driver) portOwners(nid string) (map[string]string, error) {
-	owners := map[string]string{}
-	networkOf := map[string]string{}
-	err := d.store.View(func(tx store.Tx) error {
-		if err := tx.Scan("endpoints/", func(k string, v []byte) error {
-			p := &ports{}
-			if err := json.Unmarshal(v, p); err != nil {
-				return fmt.Errorf("%w: bridge endpoint record %s: %v", store.ErrCorrupt, k, err)
-			}
-			eid := strings.TrimPrefix(k, "endpoints/")
-			networkOf[eid] = p.Network
-			if p.Network == nid {
-				owners[k] = eid
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Scan("hostports/", func(k string, v []byte) error {
-			if net, ok := networkOf[string(v)]; !ok || net == nid {
-				owners[k] = string(v)
-			}
-			return nil
-		})
-	})
-	return owners, err
 }
 
 // bridgeMissing reports a network whose bridge is not in this network
@@ -258,7 +227,7 @@ func (d *Driver) RemoveOrphans(nid string, orphans []driverapi.Orphan) error {
 		case "link":
 			errs = append(errs, removeOrphanLink(n.Bridge, o.Name))
 		case "port":
-			errs = append(errs, d.store.Update(func(tx store.Tx) error { return tx.Delete(o.Name) }))
+			errs = append(errs, d.ports().Drop(o.Name))
 			rules = true
 		case "rule":
 			rules = true

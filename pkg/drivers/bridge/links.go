@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -134,41 +132,9 @@ func enableForwarding(n *network) error {
 		settings["net/ipv6/conf/all/forwarding"] = "1"
 	}
 	for key, value := range settings {
-		if err := setSysctl(key, value); err != nil {
+		if err := endpointkit.SetSysctl(key, value); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// setRouteLocalnet sets the bridge's route_localnet sysctl, which the
-// host's own connections to a published port on 127.0.0.1 need (their
-// packets leave by the bridge with a loopback source, and the replies
-// come back to a loopback destination). It also lets the containers on
-// the bridge send to the host's loopback, which the firewall's CNM-INPUT
-// rule drops; it is on only while needed all the same. A bridge that is
-// gone has nothing to set: repairNetwork syncs the ports of the one it
-// makes again.
-func setRouteLocalnet(bridge string, on bool) error {
-	value := "0"
-	if on {
-		value = "1"
-	}
-	err := setSysctl("net/ipv4/conf/"+bridge+"/route_localnet", value)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
-// setSysctl writes value to /proc/sys/key unless it holds it already.
-func setSysctl(key, value string) error {
-	path := filepath.Join("/proc/sys", key)
-	if cur, err := os.ReadFile(path); err == nil && string(cur) == value+"\n" {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cnmnet/cnmnet/pkg/confcheck"
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/hostports"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 )
 
@@ -29,6 +30,10 @@ type netConf struct {
 	MTU               int    `json:"mtu,omitempty"` // 0: the underlay's less VXLAN's overhead
 	IPMasq            *bool  `json:"ipMasq,omitempty"`
 	Isolation         *bool  `json:"isolation,omitempty"`
+
+	RuntimeConfig struct {
+		PortMappings []hostports.Mapping `json:"portMappings,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
 }
 
 // KnownKeys implements driverapi.KeyDeclarer: the driver's own keys.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/hostports"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -75,29 +76,38 @@ func vethOwner(eid, nid string) string { return "cnmnet:" + eid + "/" + nid }
 
 // Join implements driverapi.Driver: a veth pair, made with its other end
 // in the sandbox and its host end on the network's bridge, with the
-// overlay's MTU and the endpoint's MAC; the gateways; then the record
-// that tells the other hosts the endpoint is here, and the removal of
-// the entries this host had for it as a remote endpoint.
+// overlay's MTU and the endpoint's MAC; the endpoint's published ports
+// on this host; the gateways; then the record that tells the other hosts
+// the endpoint is here, and the removal of the entries this host had for
+// it as a remote endpoint.
 func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driverapi.Options) (err error) {
 	ifc := ji.Interface()
 	if ifc == nil || len(ifc.Addresses()) == 0 {
 		return invalid("ipam: a %s endpoint needs an address", records.NetworkType)
 	}
-	h, err := d.hostNetwork(nid)
+	c, err := parseConf(opts.Config)
 	if err != nil {
 		return err
 	}
-	if h == nil {
-		return fmt.Errorf("overlay network %s has no host state here: remove the network and add it again", nid)
-	}
-	dn, err := dataplaneNetwork(nid, h)
+	published, err := hostports.Resolve(c.RuntimeConfig.PortMappings, "", ifc.Addresses())
 	if err != nil {
 		return err
 	}
-	if err := d.repairHost(nid, h, dn); err != nil {
+	h, dn, err := d.hostHere(nid)
+	if err != nil {
 		return err
 	}
-	host, err := createVeth(dn, eid, nid, sboxKey, ifc.MacAddress())
+	if err := d.ports().Reserve(nid, eid, opts.Endpoint, published); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.releasePorts(nid, h, eid)
+		}
+	}()
+	// A container reaching its own published port comes back in through
+	// its own bridge port.
+	host, err := createVeth(dn, eid, nid, sboxKey, ifc.MacAddress(), len(published) > 0)
 	if err != nil {
 		return err
 	}
@@ -106,6 +116,11 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 			_ = endpointkit.DeleteLink(host.Attrs().Name)
 		}
 	}()
+	if len(published) > 0 {
+		if err := d.publish(nid, h, eid, published); err != nil {
+			return err
+		}
+	}
 	mac := ifc.MacAddress()
 	if mac == nil {
 		if mac, err = sandboxMAC(sboxKey, eid); err != nil {
@@ -116,18 +131,82 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	for _, a := range ifc.Addresses() {
 		p.IPs = append(p.IPs, a.IP.String())
 	}
-	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, records.PeerKey(nid, eid), p) }); err != nil {
-		return fmt.Errorf("record overlay endpoint %s here: %w", opts.Endpoint, err)
+	if err := d.announce(dn, p, opts.Endpoint); err != nil {
+		return err
 	}
-	// It is local now: an entry sending it to another host (it was
-	// there before) would take its traffic away. Under the host lock,
-	// as every change to the network's entries.
+	defer func() {
+		if err != nil {
+			_ = d.withdraw(nid, eid, h.Host)
+		}
+	}()
+	return describeJoin(dn, h, ji, host, eid, opts.IfName)
+}
+
+// hostHere is this host's record and data plane of network nid, the data
+// plane made again when it is not whole.
+func (d *Driver) hostHere(nid string) (*records.HostNetwork, dataplane.Network, error) {
+	h, err := d.hostNetwork(nid)
+	if err != nil {
+		return nil, dataplane.Network{}, err
+	}
+	if h == nil {
+		return nil, dataplane.Network{}, fmt.Errorf("overlay network %s has no host state here: remove the network and add it again", nid)
+	}
+	dn, err := h.Dataplane(nid)
+	if err != nil {
+		return nil, dn, err
+	}
+	return h, dn, d.repairHost(nid, h, dn)
+}
+
+// publish writes the network's port rules with the endpoint's ports, and
+// then forgets the conntrack flows of those ports, so that a flow's next
+// packet meets the rules. Forgetting is best effort, as in the reference
+// portmap plugin: the ports work for every new flow.
+func (d *Driver) publish(nid string, h *records.HostNetwork, eid string, published []hostports.Port) error {
+	if err := d.syncPorts(nid, h); err != nil {
+		return err
+	}
+	if fw, err := d.firewall(); err == nil {
+		_ = fw.ForgetFlows((&hostports.Record{Endpoint: eid, Ports: published}).Mappings())
+	}
+	return nil
+}
+
+// announce records that the endpoint is here, and removes the entries
+// this host had for it as a remote endpoint: an entry sending it to
+// another host (it was there before) would take its traffic away. Under
+// the host lock, as every change to the network's entries.
+func (d *Driver) announce(dn dataplane.Network, p records.Peer, name string) error {
+	if err := d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, records.PeerKey(p.Network, p.Endpoint), p) }); err != nil {
+		return fmt.Errorf("record overlay endpoint %s here: %w", name, err)
+	}
+	mac, _ := net.ParseMAC(p.MAC)
 	if err := d.withLock(func() error {
 		return dataplane.DeletePeer(dn, dataplane.Peer{MAC: mac, IPs: p.ParseIPs()})
 	}); err != nil {
-		return fmt.Errorf("remove this host's forwarding entries for endpoint %s: %w", opts.Endpoint, err)
+		return fmt.Errorf("remove this host's forwarding entries for endpoint %s: %w", name, err)
 	}
-	return describeJoin(dn, h, ji, host, eid, opts.IfName)
+	return nil
+}
+
+// withdraw deletes endpoint eid's peer record if it names host: one that
+// names another host is the endpoint's new place.
+func (d *Driver) withdraw(nid, eid, host string) error {
+	return d.store.Update(func(tx store.Tx) error {
+		p := &records.Peer{}
+		err := store.GetJSON(tx, records.PeerKey(nid, eid), p)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if p.Host != host {
+			return nil
+		}
+		return tx.Delete(records.PeerKey(nid, eid))
+	})
 }
 
 func (d *Driver) withLock(f func() error) error {
@@ -180,8 +259,9 @@ func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.Joi
 }
 
 // createVeth makes the endpoint's veth pair, its other end inside the
-// sandbox (made in place: moving a link costs the kernel far more).
-func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareAddr) (netlink.Link, error) {
+// sandbox (made in place: moving a link costs the kernel far more), its
+// bridge port hairpin when asked.
+func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
 		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
@@ -205,6 +285,9 @@ func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareA
 	if err == nil {
 		err = netlink.LinkSetAlias(link, vethOwner(eid, nid))
 	}
+	if err == nil && hairpin {
+		err = netlink.LinkSetHairpin(link, true)
+	}
 	if err == nil {
 		err = netlink.LinkSetUp(link)
 	}
@@ -216,31 +299,25 @@ func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareA
 }
 
 // Leave implements driverapi.Driver: the veth goes (its sandbox end with
-// it), and the endpoint's record when it still names this host; one that
-// names another host is the endpoint's new place.
+// it), then the endpoint's published ports here, and its record when it
+// still names this host; one that names another host is the endpoint's
+// new place.
 func (d *Driver) Leave(nid, eid string) error {
 	host, _ := vethNames(eid)
 	if err := endpointkit.DeleteLink(host); err != nil {
 		return err
 	}
 	h, err := d.hostNetwork(nid)
-	if err != nil || h == nil {
+	if err != nil {
 		return err
 	}
-	return d.store.Update(func(tx store.Tx) error {
-		p := &records.Peer{}
-		err := store.GetJSON(tx, records.PeerKey(nid, eid), p)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if p.Host != h.Host {
-			return nil
-		}
-		return tx.Delete(records.PeerKey(nid, eid))
-	})
+	if err := d.releasePorts(nid, h, eid); err != nil {
+		return err
+	}
+	if h == nil {
+		return nil
+	}
+	return d.withdraw(nid, eid, h.Host)
 }
 
 // CheckEndpoint implements driverapi.Checker: the network's data plane
@@ -256,7 +333,7 @@ func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
 	if h == nil {
 		return fmt.Errorf("overlay network %s has no host state here", nid)
 	}
-	dn, err := dataplaneNetwork(nid, h)
+	dn, err := h.Dataplane(nid)
 	if err != nil {
 		return err
 	}
@@ -272,12 +349,19 @@ func (d *Driver) CheckEndpoint(nid, eid, _ string) error {
 	} else if p == nil || p.Host != h.Host {
 		problems = append(problems, fmt.Sprintf("the cluster store does not record endpoint %s as joined on this host (%s)", eid, h.Host))
 	}
-	if h.IPMasq || h.Isolation {
+	// The network's port chain holds every endpoint's ports here:
+	// checked against the endpoint's alone, a neighbour's would be
+	// unexpected.
+	mappings, err := d.ports().Network(nid)
+	if err != nil {
+		return err
+	}
+	if h.IPMasq || h.Isolation || len(mappings) > 0 {
 		fw, err := d.firewall()
 		if err != nil {
 			return err
 		}
-		if err := fw.Check(h.Firewall(), nil); err != nil {
+		if err := fw.Check(h.Firewall(), mappings); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -22,6 +23,9 @@ var _ driverapi.Janitor = (*Driver)(nil)
 const (
 	kindPeer      = "peer"      // a peer record naming this host
 	kindNamespace = "namespace" // cnmctl is not where the network is
+	kindPort      = "port"      // a host-port reservation or ports record
+	kindRule      = "rule"      // a published port's rules
+	kindFirewall  = "firewall"  // the network's rules, incomplete
 )
 
 // hostVethName is the pattern of the host ends vethNames makes.
@@ -38,7 +42,7 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 	if err != nil || h == nil {
 		return nil, err // never set up here: nothing of it is here
 	}
-	dn, err := dataplaneNetwork(nid, h)
+	dn, err := h.Dataplane(nid)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +75,52 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 	for _, eid := range peers {
 		if !live[eid] {
 			out = append(out, driverapi.Orphan{Kind: kindPeer, Name: records.PeerKey(nid, eid)})
+		}
+	}
+	fw, err := d.firewallFindings(nid, h, live)
+	return append(out, fw...), err
+}
+
+// firewallFindings lists the host-port reservations and the published
+// port rules of endpoints not in live, and, as one "firewall" finding,
+// what the network's rules lack (what a firewall reload removes). A
+// network that neither masquerades, isolates nor publishes a port has no
+// rules to judge, and needs no iptables.
+func (d *Driver) firewallFindings(nid string, h *records.HostNetwork, live map[string]bool) ([]driverapi.Orphan, error) {
+	var out []driverapi.Orphan
+	owners, err := d.ports().Owners(nid)
+	if err != nil {
+		return nil, err
+	}
+	for key, eid := range owners {
+		if !live[eid] {
+			out = append(out, driverapi.Orphan{Kind: kindPort, Name: key})
+		}
+	}
+	mappings, err := d.ports().Network(nid)
+	if err != nil {
+		return nil, err
+	}
+	if !h.IPMasq && !h.Isolation && len(mappings) == 0 && len(out) == 0 {
+		return nil, nil
+	}
+	fw, err := d.firewall()
+	if err != nil {
+		return nil, err
+	}
+	var cerr *firewall.CheckError
+	if err := fw.CheckMissing(h.Firewall(), mappings); errors.As(err, &cerr) {
+		out = append(out, driverapi.Orphan{Kind: kindFirewall, Name: "iptables", Problem: strings.Join(cerr.Problems, "; ")})
+	} else if err != nil {
+		return nil, err
+	}
+	published, err := fw.PublishedBy(h.Firewall())
+	if err != nil {
+		return nil, err
+	}
+	for _, eid := range published {
+		if !live[eid] {
+			out = append(out, driverapi.Orphan{Kind: kindRule, Name: eid})
 		}
 	}
 	return out, nil
@@ -192,18 +242,33 @@ func (d *Driver) RemoveOrphans(nid string, orphans []driverapi.Orphan) error {
 	}
 	defer unlock()
 	var errs []error
+	rules := false
 	for _, o := range orphans {
 		switch {
 		case o.Kind == "link" && (o.Name == h.Bridge || o.Name == h.VXLAN):
 			errs = append(errs, d.setUpHost(nid, h))
+			rules = true
 		case o.Kind == "link":
 			errs = append(errs, removeOrphanVeth(nid, o.Name))
 		case o.Kind == kindPeer:
 			errs = append(errs, d.removeOrphanPeer(nid, h.Host, o.Name))
+		case o.Kind == kindPort:
+			errs = append(errs, d.ports().Drop(o.Name))
+			rules = true
+		case o.Kind == kindRule:
+			rules = true
+		case o.Kind == kindFirewall:
+			errs = append(errs, d.ensureFirewall(h))
+			rules = true
 		case o.Kind == kindNamespace:
 			// Not made here: this may not be the plugins' namespace.
 			errs = append(errs, fmt.Errorf("overlay network %s: not repaired: %s", h.Name, o.Problem))
 		}
+	}
+	if rules {
+		// Rewritten from the records left: orphan rules go, missing
+		// ones come back.
+		errs = append(errs, d.syncPortsLocked(nid, h))
 	}
 	return errors.Join(errs...)
 }

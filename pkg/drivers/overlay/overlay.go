@@ -190,21 +190,6 @@ func (d *Driver) recordNetwork(nid string, info driverapi.NetworkInfo, c *netCon
 	return n, created, nil
 }
 
-// dataplaneNetwork is host network h as package dataplane takes it.
-func dataplaneNetwork(nid string, h *records.HostNetwork) (dataplane.Network, error) {
-	n := dataplane.Network{ID: nid, Bridge: h.Bridge, VXLAN: h.VXLAN, VNI: h.VNI, Port: h.Port,
-		Underlay: h.Underlay, LocalIP: net.ParseIP(h.LocalIP), MTU: h.MTU}
-	for _, g := range h.Gateways {
-		ip, sn, err := net.ParseCIDR(g)
-		if err != nil {
-			return n, fmt.Errorf("%w: overlay network %s: gateway %q: %v", store.ErrCorrupt, nid, g, err)
-		}
-		sn.IP = ip
-		n.Gateways = append(n.Gateways, sn)
-	}
-	return n, nil
-}
-
 // planHost is this host's part of network n as the configuration asks.
 func planHost(n *records.Network, c *netConf, host string) (*records.HostNetwork, error) {
 	iface, ip, err := c.underlay()
@@ -215,7 +200,7 @@ func planHost(n *records.Network, c *netConf, host string) (*records.HostNetwork
 	h := &records.HostNetwork{Bridge: br, VXLAN: vx, Underlay: iface, LocalIP: ip.String(), MTU: c.MTU,
 		Host: host, Name: n.Name, VNI: n.VNI, Port: n.Port, Subnets: n.Subnets, Gateways: n.Gateways,
 		IPMasq: orDefault(c.IPMasq, true), Isolation: orDefault(c.Isolation, true)}
-	dn, err := dataplaneNetwork(n.ID, h)
+	dn, err := h.Dataplane(n.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +265,7 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err erro
 // setUpHost makes the network's data plane and firewall rules here and
 // programs the network's remote peers.
 func (d *Driver) setUpHost(nid string, h *records.HostNetwork) error {
-	dn, err := dataplaneNetwork(nid, h)
+	dn, err := h.Dataplane(nid)
 	if err != nil {
 		return err
 	}
@@ -291,15 +276,24 @@ func (d *Driver) setUpHost(nid string, h *records.HostNetwork) error {
 		return err
 	}
 	if h.IPMasq || h.Isolation {
-		fw, err := d.firewall()
-		if err != nil {
-			return err
-		}
-		if err := fw.EnsureNetwork(h.Firewall()); err != nil {
+		if err := d.ensureFirewall(h); err != nil {
 			return err
 		}
 	}
 	return d.reconcilePeers(nid, h, dn)
+}
+
+// ensureFirewall writes the network's rules here, the shared chains and
+// the jumps where they are missing.
+func (d *Driver) ensureFirewall(h *records.HostNetwork) error {
+	fw, err := d.firewall()
+	if err != nil {
+		return err
+	}
+	if err := fw.EnsureNetwork(h.Firewall()); err != nil {
+		return fmt.Errorf("firewall of overlay network %s: %w", h.Name, err)
+	}
+	return nil
 }
 
 // reconcilePeers programs exactly the network's endpoints joined on
@@ -347,15 +341,24 @@ func toDataplanePeer(p *records.Peer) (dataplane.Peer, bool) {
 
 // tearDownHost removes the network's firewall rules and data plane here.
 func (d *Driver) tearDownHost(nid string, h *records.HostNetwork) error {
+	return RemoveHostState(nid, h, d.firewall)
+}
+
+// RemoveHostState removes network nid's firewall rules and links on this
+// host, as its record h describes them: the plugin's DeleteNetwork, and
+// cnm-overlayd for a network deleted on another host. Without iptables
+// only a network that masquerades or isolates fails: one without either
+// has rules only once an endpoint published a port.
+func RemoveHostState(nid string, h *records.HostNetwork, openFirewall func() (*firewall.Firewall, error)) error {
 	var errs []error
-	if h.IPMasq || h.Isolation {
-		if fw, err := d.firewall(); err != nil {
-			errs = append(errs, err)
-		} else if err := fw.RemoveNetwork(h.Firewall()); err != nil {
+	if fw, err := openFirewall(); err != nil {
+		if h.IPMasq || h.Isolation {
 			errs = append(errs, err)
 		}
+	} else if err := fw.RemoveNetwork(h.Firewall()); err != nil {
+		errs = append(errs, err)
 	}
-	dn, err := dataplaneNetwork(nid, h)
+	dn, err := h.Dataplane(nid)
 	if err == nil {
 		err = dataplane.Remove(dn)
 	}

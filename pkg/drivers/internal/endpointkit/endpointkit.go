@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -101,6 +103,38 @@ func DeleteLink(name string) error {
 	}
 	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// SetRouteLocalnet sets the bridge's route_localnet sysctl, which the
+// host's own connections to a published port on 127.0.0.1 need (their
+// packets leave by the bridge with a loopback source, and the replies
+// come back to a loopback destination). It also lets the containers on
+// the bridge send to the host's loopback, which the firewall's CNM-INPUT
+// rule drops; it is on only while needed all the same. A bridge that is
+// gone has nothing to set: the driver syncs the ports of the one it
+// makes again.
+func SetRouteLocalnet(bridge string, on bool) error {
+	value := "0"
+	if on {
+		value = "1"
+	}
+	err := SetSysctl("net/ipv4/conf/"+bridge+"/route_localnet", value)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// SetSysctl writes value to /proc/sys/key unless it holds it already.
+func SetSysctl(key, value string) error {
+	path := filepath.Join("/proc/sys", key)
+	if cur, err := os.ReadFile(path); err == nil && string(cur) == value+"\n" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
 }

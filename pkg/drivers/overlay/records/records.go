@@ -20,10 +20,13 @@
 package records
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
 // NetworkType is the CNI type of the overlay.
@@ -119,4 +122,20 @@ func (h *HostNetwork) Firewall() firewall.Network {
 		}
 	}
 	return fn
+}
+
+// Dataplane is network nid's part on this host as package dataplane
+// takes it.
+func (h *HostNetwork) Dataplane(nid string) (dataplane.Network, error) {
+	n := dataplane.Network{ID: nid, Bridge: h.Bridge, VXLAN: h.VXLAN, VNI: h.VNI, Port: h.Port,
+		Underlay: h.Underlay, LocalIP: net.ParseIP(h.LocalIP), MTU: h.MTU}
+	for _, g := range h.Gateways {
+		ip, sn, err := net.ParseCIDR(g)
+		if err != nil {
+			return n, fmt.Errorf("%w: overlay network %s: gateway %q: %v", store.ErrCorrupt, nid, g, err)
+		}
+		sn.IP = ip
+		n.Gateways = append(n.Gateways, sn)
+	}
+	return n, nil
 }

@@ -1,4 +1,4 @@
-package bridge
+package hostports
 
 import (
 	"net"
@@ -10,7 +10,7 @@ import (
 )
 
 func TestResolvePortsHostIPFamilies(t *testing.T) {
-	dual := fuzzAddrs()
+	dual := testAddrs()
 	v4only := dual[:1]
 	for _, tc := range []struct {
 		name        string
@@ -31,7 +31,7 @@ func TestResolvePortsHostIPFamilies(t *testing.T) {
 		{"no host IP on IPv4 only", "", "", v4only, []string{"@10.80.1.2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := resolvePorts([]portMapping{{HostPort: 8080, ContainerPort: 80, HostIP: tc.hostIP}}, tc.hostBinding, tc.addrs)
+			out, err := Resolve([]Mapping{{HostPort: 8080, ContainerPort: 80, HostIP: tc.hostIP}}, tc.hostBinding, tc.addrs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,10 +47,13 @@ func TestResolvePortsHostIPFamilies(t *testing.T) {
 }
 
 func TestResolvePortsRefusesAFamilyTheEndpointLacks(t *testing.T) {
-	v4only := fuzzAddrs()[:1]
+	v4only := testAddrs()[:1]
 	for _, hostIP := range []string{"::", "fd00::1"} {
-		_, err := resolvePorts([]portMapping{{HostPort: 1, ContainerPort: 1}, {HostPort: 8080, ContainerPort: 80, HostIP: hostIP}}, "", v4only)
-		te := checkCode(t, err, types.ErrInvalidNetworkConfig)
+		_, err := Resolve([]Mapping{{HostPort: 1, ContainerPort: 1}, {HostPort: 8080, ContainerPort: 80, HostIP: hostIP}}, "", v4only)
+		te, ok := err.(*types.Error)
+		if !ok || te.Code != types.ErrInvalidNetworkConfig {
+			t.Fatalf("%s: error %v, want a CNI error 7", hostIP, err)
+		}
 		if !strings.Contains(te.Msg, "runtimeConfig.portMappings[1].hostIP") {
 			t.Fatalf("%s: %q does not name the field", hostIP, te.Msg)
 		}
@@ -58,11 +61,11 @@ func TestResolvePortsRefusesAFamilyTheEndpointLacks(t *testing.T) {
 }
 
 func TestHostPortKeysFollowTheFamily(t *testing.T) {
-	out, err := resolvePorts([]portMapping{
+	out, err := Resolve([]Mapping{
 		{HostPort: 80, ContainerPort: 80, HostIP: "0.0.0.0"},
 		{HostPort: 81, ContainerPort: 80, HostIP: "::"},
 		{HostPort: 82, ContainerPort: 80},
-	}, "", fuzzAddrs())
+	}, "", testAddrs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,10 +92,24 @@ func TestOnLoopback(t *testing.T) {
 		{"", "fd80::2", false},
 		{"::1", "fd80::2", false},
 	} {
-		p := &ports{Endpoint: "ep", Ports: []publishedPort{{Protocol: "tcp", HostIP: tc.hostIP, HostPort: 1,
+		r := &Record{Endpoint: "ep", Ports: []Port{{Protocol: "tcp", HostIP: tc.hostIP, HostPort: 1,
 			ContainerIP: tc.ctrIP, ContainerPort: 1}}}
-		if got := onLoopback(firewallPorts(p)); got != tc.want {
-			t.Errorf("host IP %q, container %s: onLoopback %v, want %v", tc.hostIP, tc.ctrIP, got, tc.want)
+		if got := OnLoopback(r.Mappings()); got != tc.want {
+			t.Errorf("host IP %q, container %s: OnLoopback %v, want %v", tc.hostIP, tc.ctrIP, got, tc.want)
 		}
 	}
+}
+
+// testAddrs are an endpoint's addresses: one IPv4 /24 and one IPv6 /64.
+func testAddrs() []*net.IPNet {
+	var addrs []*net.IPNet
+	for _, s := range []string{"10.80.1.2/24", "fd80::2/64"} {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			panic(err)
+		}
+		n.IP = ip
+		addrs = append(addrs, n)
+	}
+	return addrs
 }
