@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: attach throwaway network namespaces through the cnmnet
-# plugins with the conflists of conf/, show what they got, clean up.
+# plugins with the conflists of conf/, show what they got, clean up;
+# then the overlay across three hosts (test/demo-overlay.sh).
 # Needs root. Touches nothing outside the namespaces and a temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,3 +99,8 @@ cni del cnm-bridge-pod "${ctrs[4]}" "$pod"
 cni del cnm-bridge-pod "${ctrs[3]}" "K8S_POD_NAMESPACE=default;K8S_POD_NAME=other"
 echo
 echo "done: the namespaces (and with them the bridges and rules) go now"
+cleanup
+trap - EXIT
+
+# The overlay: three hosts, etcd, cnm-overlayd (test/demo-overlay.sh).
+exec bash test/demo-overlay.sh

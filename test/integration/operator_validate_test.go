@@ -157,6 +157,42 @@ var _ = Describe("configuration mistakes are named: cnmctl validate", func() {
 		Expect(reports).To(HaveLen(len(files)), "every conflist under conf/, recursively")
 	})
 
+	It("checks the overlay's examples as cnm-overlay, not as a plugin of another type", func() {
+		files, _ := filepath.Glob("../../conf/4*-cnm-overlay*.conflist")
+		Expect(files).NotTo(BeEmpty())
+		reports, code := validate(files...)
+		Expect(code).To(BeZero())
+		for _, r := range reports {
+			Expect(r.Problems).To(BeEmpty(), r.File)
+			Expect(r.Notes).To(BeEmpty(), r.File)
+		}
+	})
+
+	DescribeTable("names each mistake in the overlay's example, with its code",
+		func(set map[string]any, key, problem string, code uint) {
+			raw, err := os.ReadFile("../../conf/40-cnm-overlay.conflist")
+			Expect(err).NotTo(HaveOccurred())
+			var list map[string]any
+			Expect(json.Unmarshal(raw, &list)).To(Succeed())
+			maps.Copy(list["plugins"].([]any)[0].(map[string]any), set)
+			reports, exit := validate(writeFile("overlay.conflist", list))
+			Expect(exit).To(Equal(1))
+			Expect(reports[0].Problems).To(ContainElement(And(
+				HaveField("Key", "plugins[0]."+key), HaveField("Problem", ContainSubstring(problem)), HaveField("Code", code))))
+		},
+		Entry("vni out of range", map[string]any{"vni": 0}, "vni", "0 is outside 1..16777215", types.ErrInvalidNetworkConfig),
+		Entry("vxlanPort out of range", map[string]any{"vxlanPort": 70000}, "vxlanPort", "70000 is outside 1..65535",
+			types.ErrInvalidNetworkConfig),
+		Entry("underlayAddress not an address", map[string]any{"underlayAddress": "eth0"}, "underlayAddress",
+			`"eth0" is not an IP address`, types.ErrInvalidNetworkConfig),
+		Entry("vni misspelt", map[string]any{"vnid": 4096}, "vnid", `unknown key (did you mean "vni"?)`, uint(0)),
+		Entry("an endpoint that is not a URL etcd takes", map[string]any{"cluster": map[string]any{"etcd": map[string]any{
+			"endpoints": []any{"127.0.0.1:2379"}}}}, "cluster.etcd.endpoints[0]", `"127.0.0.1:2379"`, types.ErrInvalidNetworkConfig),
+		Entry("a relative certificate file", map[string]any{"cluster": map[string]any{"etcd": map[string]any{
+			"endpoints": []any{"https://127.0.0.1:2379"}, "certFile": "client.crt", "keyFile": "/etc/cnmnet/client.key"}}},
+			"cluster.etcd.certFile", "is not an absolute path", types.ErrInvalidNetworkConfig),
+	)
+
 	It("notes the plugins of other types it does not check", func() {
 		reports, code := validate("../../conf/31-cnm-bridge-chained.conflist")
 		Expect(code).To(BeZero())

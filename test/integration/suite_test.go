@@ -30,6 +30,7 @@ var _ = SynchronizedBeforeSuite(func() []byte {
 	cmd := exec.Command("go", "build", "-o", dir+"/",
 		"github.com/cnmnet/cnmnet/cmd/cnm-null",
 		"github.com/cnmnet/cnmnet/cmd/cnm-bridge",
+		"github.com/cnmnet/cnmnet/cmd/cnm-overlay",
 		"github.com/cnmnet/cnmnet/cmd/cnmctl",
 		"github.com/cnmnet/cnmnet/test/testdriver/cnm-testveth",
 	)
