@@ -53,6 +53,21 @@ const (
 // the conflist.
 func startNode(scenario, conflist string, edits ...func(conf map[string]any)) *node {
 	GinkgoHelper()
+	return startNodeWith(scenario, conflist, nodeOptions{}, edits...)
+}
+
+// nodeOptions are what a scenario adds to a node beyond startNode's.
+type nodeOptions struct {
+	// plugins are more plugins of pluginsDir to put in bin_dir.
+	plugins []string
+	// beforeContainerd runs once the node's network namespace exists
+	// (lo up), before containerd starts: to give the node an uplink.
+	beforeContainerd func(n *node)
+}
+
+// startNodeWith is startNode with options.
+func startNodeWith(scenario, conflist string, opts nodeOptions, edits ...func(conf map[string]any)) *node {
+	GinkgoHelper()
 	n := &node{
 		name:  scenario,
 		dir:   filepath.Join(runDir, scenario),
@@ -78,7 +93,7 @@ func startNode(scenario, conflist string, edits ...func(conf map[string]any)) *n
 	}
 	n.dataDir = filepath.Join(n.dir, dirData)
 	n.writeConflist(conflist, edits)
-	n.writeBinDir()
+	n.writeBinDir(opts.plugins...)
 	n.writeConfig()
 
 	// Mount points for the private binds: empty directories on the real fs.
@@ -88,6 +103,9 @@ func startNode(scenario, conflist string, edits ...func(conf map[string]any)) *n
 	mustRun(time.Minute, nil, "ip", "netns", "add", n.netns)
 	n.saveState()
 	mustRun(time.Minute, nil, "ip", "-n", n.netns, "link", "set", "lo", "up")
+	if opts.beforeContainerd != nil {
+		opts.beforeContainerd(n)
+	}
 
 	n.startContainerd()
 	n.waitReady()
@@ -142,15 +160,19 @@ func writePrivateConflist(src, dst, dataDir string, edits []func(map[string]any)
 }
 
 // writeBinDir fills the CNI bin_dir: a cnitrace copy per plugin name, the
-// real plugins under real/ — ours and the reference loopback, which
-// containerd always runs for lo.
-func (n *node) writeBinDir() {
+// real plugins under real/ — ours (and more of pluginsDir) and the
+// reference loopback, which containerd always runs for lo.
+func (n *node) writeBinDir(more ...string) {
 	bin := filepath.Join(n.dir, dirCNIBin)
-	for name, src := range map[string]string{
+	plugins := map[string]string{
 		"cnm-bridge": filepath.Join(pluginsDir, "cnm-bridge"),
 		"cnm-null":   filepath.Join(pluginsDir, "cnm-null"),
 		"loopback":   refLoopback,
-	} {
+	}
+	for _, name := range more {
+		plugins[name] = filepath.Join(pluginsDir, name)
+	}
+	for name, src := range plugins {
 		Expect(copyFile(src, filepath.Join(bin, "real", name), 0o755)).To(Succeed())
 		Expect(copyFile(filepath.Join(toolsDir, "cnitrace"), filepath.Join(bin, name), 0o755)).To(Succeed())
 	}
