@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -23,16 +24,25 @@ type Registration struct {
 	done   chan struct{}
 }
 
+// ErrAddressTaken is returned by Register when another live host has
+// the address: the other hosts would send both hosts' traffic to one of
+// them (every VM behind one NAT address, say).
+var ErrAddressTaken = errors.New("address taken")
+
 // Register records host in s and keeps its live key under a lease of
 // ttl, renewed until ctx ends or Close. Done closes when the lease is
 // lost (expired while etcd could not be reached): the caller registers
-// again.
+// again. It refuses (ErrAddressTaken) an address another live host
+// registered: one whose lease expired has left it.
 func Register(ctx context.Context, s *etcdstore.Store, rec cnm.HostRecord, ttl time.Duration) (*Registration, error) {
 	if rec.Name == "" {
 		return nil, errors.New("register host: no name")
 	}
 	if rec.Registered.IsZero() {
 		rec.Registered = time.Now().UTC()
+	}
+	if err := checkAddressFree(s, rec); err != nil {
+		return nil, fmt.Errorf("register host %s: %w", rec.Name, err)
 	}
 	cli := s.Client()
 	secs := int64(ttl / time.Second)
@@ -79,4 +89,32 @@ func (r *Registration) Done() <-chan struct{} { return r.done }
 func (r *Registration) Close() {
 	r.cancel()
 	<-r.done
+}
+
+// checkAddressFree refuses rec's address when another host registered it
+// and is live.
+func checkAddressFree(s store.Store, rec cnm.HostRecord) error {
+	if rec.Address == "" {
+		return nil
+	}
+	return s.View(func(tx store.Tx) error {
+		var holders []string
+		if err := tx.Scan(cnm.HostKey(""), func(_ string, v []byte) error {
+			var other cnm.HostRecord
+			if json.Unmarshal(v, &other) == nil && other.Name != rec.Name && other.Address == rec.Address {
+				holders = append(holders, other.Name)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, h := range holders {
+			if _, err := tx.Get(cnm.HostLiveKey(h)); err == nil {
+				return fmt.Errorf("%w: %s is the underlay address of live host %s too; give each host its own (--underlay-address)", ErrAddressTaken, rec.Address, h)
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
 }

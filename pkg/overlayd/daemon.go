@@ -676,15 +676,21 @@ func (d *Daemon) keepRegistered(ctx context.Context) {
 	bo := newBackoff()
 	rec := cnm.HostRecord{Name: d.cfg.Host, Address: d.cfg.UnderlayAddress.String()}
 	for ctx.Err() == nil {
-		d.checkUnderlayUnique(rec.Address)
 		reg, err := cluster.Register(ctx, d.store, rec, d.cfg.LeaseTTL)
+		d.health.registered(err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			d.metrics.etcdErrors.Inc()
 			wait := bo.next()
-			d.log.Warn("register", "err", err, "retry", wait.String())
+			if errors.Is(err, cluster.ErrAddressTaken) {
+				// Not etcd's fault: the operator's to fix. Tried again,
+				// as the other host may go.
+				d.log.Error("register: not registered", "err", err, "retry", wait.String())
+			} else {
+				d.metrics.etcdErrors.Inc()
+				d.log.Warn("register", "err", err, "retry", wait.String())
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
@@ -703,24 +709,6 @@ func (d *Daemon) keepRegistered(ctx context.Context) {
 		if ctx.Err() == nil {
 			d.log.Warn("lease lost: registering again")
 		}
-	}
-}
-
-// checkUnderlayUnique logs another registered host with this host's
-// underlay address (every VM behind one NAT address, say): the other
-// hosts would send both hosts' traffic to one of them.
-func (d *Daemon) checkUnderlayUnique(addr string) {
-	err := d.store.View(func(tx store.Tx) error {
-		return tx.Scan(cnm.HostKey(""), func(key string, value []byte) error {
-			var rec cnm.HostRecord
-			if json.Unmarshal(value, &rec) == nil && rec.Name != d.cfg.Host && rec.Address == addr {
-				d.log.Error("underlay address taken: another registered host has it", "address", addr, "other", rec.Name)
-			}
-			return nil
-		})
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		d.log.Debug("check underlay address", "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -204,6 +205,36 @@ var _ = Describe("cnm-overlayd", func() {
 		t = time.Now()
 		w.start(h3)
 		reportLag("host back", h1.converge(t, entry(b, h2), entry(c, h3)))
+	})
+
+	It("does not register a host whose underlay address a live host has, says so on /healthz, and registers it once that host is gone", func() {
+		w := newWorld(2)
+		h1, h2 := w.hosts[0], w.hosts[1]
+		w.createNetwork(h1, h2)
+		d1 := w.start(h1)
+		w.waitRegistered(h1)
+		log := slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		twin, err := overlayd.New(overlayd.Config{
+			Etcd: w.etcdConfig(), Host: h2.name, UnderlayAddress: h1.ip, LeaseTTL: leaseTTL, ResyncInterval: resync,
+			MetricsAddress: "127.0.0.1:0", Logger: log, InNetNS: h2.do,
+		})
+		Expect(err).NotTo(HaveOccurred())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- twin.Run(ctx) }()
+		DeferCleanup(func() { cancel(); Eventually(done, 5*time.Second).Should(Receive(BeNil())) })
+
+		Eventually(func() (string, error) {
+			_, body, err := h2.get(twin.Addr().String(), "/healthz")
+			return body, err
+		}, 5*time.Second, 50*time.Millisecond).Should(ContainSubstring("not registered: register host node-2: address taken: " + h1.ip.String() + " is the underlay address of live host node-1"))
+		Expect(w.store.View(func(tx store.Tx) error { _, err := tx.Get(cnm.HostLiveKey(h2.name)); return err })).To(MatchError(store.ErrNotFound))
+
+		d1.stop()
+		Eventually(func() error {
+			return w.store.View(func(tx store.Tx) error { _, err := tx.Get(cnm.HostLiveKey(h2.name)); return err })
+		}, 4*leaseTTL+10*time.Second, 100*time.Millisecond).Should(Succeed(), "registered once node-1's lease expired")
+		Eventually(func() (int, error) { code, _, err := h2.get(twin.Addr().String(), "/healthz"); return code, err }, 5*time.Second).Should(Equal(200))
 	})
 
 	It("keeps the programmed entries while etcd is down, and applies the changes made once it is back", func() {

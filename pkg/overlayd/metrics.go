@@ -1,6 +1,7 @@
 package overlayd
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cnmnet/cnmnet/pkg/buildinfo"
+	"github.com/cnmnet/cnmnet/pkg/cluster"
 )
 
 const namespace = "cnm_overlayd"
@@ -97,6 +99,19 @@ type health struct {
 	reconcileOK bool      // the last full reconcile succeeded
 	reconcileEr string
 	etcdOK      time.Time // etcd last answered
+	registerEr  string    // why the host is not registered, "" when it is or may be
+}
+
+// registered notes the outcome of a registration: a refused address is
+// a problem until a registration succeeds; etcd's errors are judged by
+// etcdOK.
+func (h *health) registered(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.registerEr = ""
+	if errors.Is(err, cluster.ErrAddressTaken) {
+		h.registerEr = err.Error()
+	}
 }
 
 func (h *health) lastReconcile() (time.Time, bool) {
@@ -129,6 +144,8 @@ func (h *health) problem(now time.Time, window time.Duration) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
+	case h.registerEr != "":
+		return "not registered: " + h.registerEr
 	case h.reconciled.IsZero() && h.reconcileEr == "":
 		return "no reconcile yet"
 	case !h.reconcileOK:
