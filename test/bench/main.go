@@ -43,6 +43,9 @@ type options struct {
 	keep        bool
 	quick       bool
 	from        string
+	// only selects the phases: "" (all), "bridge" or "overlay".
+	only string
+	ov   ovOptions
 }
 
 type harness struct {
@@ -89,7 +92,26 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.StringVar(&o.from, "from", "", "measure nothing: render the table and chart of this latest.json again")
 	flag.BoolVar(&o.quick, "quick", false, "a short run for development: 40 pairs, bursts 10,50, levels 100,1000; writes nothing unless -out is given")
+	flag.StringVar(&o.only, "only", "", "run only these phases: bridge (cnm-bridge against the reference) or overlay")
+	var ovLevels string
+	ovEndpoints := flag.Int("overlay-endpoints", 0, "overlay convergence: endpoints added on one host and probed from another (default 200, quick 20)")
+	ovPairs := flag.Int("overlay-pairs", 0, "overlay: ADD/DEL pairs of cnm-overlay and of cnm-bridge (default 100, quick 10)")
+	ovMoves := flag.Int("overlay-moves", 0, "overlay: moves of a persistent endpoint between two hosts (default 50, quick 5)")
+	ovKills := flag.Int("overlay-kills", 0, "overlay: SIGKILL and restart rounds of a host's cnm-overlayd (default 5, quick 1)")
+	flag.StringVar(&ovLevels, "overlay-levels", "", "overlay: endpoints in the cluster for the daemon's scale runs (default 1000,10000, quick 100,1000)")
 	flag.Parse()
+	if o.only != "" && o.only != "bridge" && o.only != "overlay" {
+		fatal(fmt.Errorf("-only %q: want bridge or overlay", o.only))
+	}
+	o.ov = ovDefaults(o.quick)
+	for _, x := range []struct {
+		v   int
+		dst *int
+	}{{*ovEndpoints, &o.ov.endpoints}, {*ovPairs, &o.ov.pairs}, {*ovMoves, &o.ov.moves}, {*ovKills, &o.ov.kills}} {
+		if x.v > 0 {
+			*x.dst = x.v
+		}
+	}
 	if o.quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -118,6 +140,11 @@ func main() {
 	}
 	if o.scaleLevels, err = intList(levels); err != nil {
 		fatal(fmt.Errorf("-levels: %w", err))
+	}
+	if ovLevels != "" {
+		if o.ov.levels, err = intList(ovLevels); err != nil {
+			fatal(fmt.Errorf("-overlay-levels: %w", err))
+		}
 	}
 
 	sig := make(chan os.Signal, 1)
@@ -172,6 +199,7 @@ type Results struct {
 	Scale      []*ScaleLevel  `json:"scale"`
 	Alloc      []GoBench      `json:"ipam_allocate_bench"`
 	Profile    *Profile       `json:"profile,omitempty"`
+	Overlay    *OverlayResult `json:"overlay,omitempty"`
 	Targets    []Target       `json:"targets"`
 	DurationS  float64        `json:"duration_s"`
 }
@@ -212,7 +240,7 @@ func run(o options) (*Results, error) {
 		Options: map[string]any{
 			"sequential_pairs": o.seqN, "warmup": o.warmup, "burst_size": o.burstSize,
 			"burst_widths": o.burstWidths, "scale_levels": o.scaleLevels, "scale_pairs": o.scalePairs,
-			"profile_runs": o.profileRuns, "tmpdir": h.tmp,
+			"profile_runs": o.profileRuns, "tmpdir": h.tmp, "only": o.only,
 		}}
 	logf("machine: %s", res.Machine)
 	mon := startMonitor(5 * time.Second)
@@ -221,20 +249,40 @@ func run(o options) (*Results, error) {
 		res.Machine.During = mon
 	}()
 
+	if o.only != "overlay" {
+		if err := h.bridgePhases(res); err != nil {
+			return nil, err
+		}
+	}
+	if o.only != "bridge" {
+		if res.Overlay, err = h.overlay(o.ov); err != nil {
+			return nil, fmt.Errorf("overlay: %w", err)
+		}
+	}
+	res.Machine.LoadEnd = loadavg()
+	res.DurationS = round3(time.Since(started).Seconds())
+	res.Targets = targets(res)
+	return res, nil
+}
+
+// bridgePhases measure cnm-bridge against the reference plugins.
+func (h *harness) bridgePhases(res *Results) error {
+	o := h.opt
+	var err error
 	size := max(o.burstSize, 10)
 	logf("creating %d container namespaces", size)
 	if h.pool, err = newPool(size); err != nil {
-		return nil, err
+		return err
 	}
 	tr, err := h.newTracer()
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	for _, ports := range []bool{false, true} {
 		seq, envs, err := h.sequential(ports)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Sequential = append(res.Sequential, seq)
 		for _, sys := range systems {
@@ -244,33 +292,30 @@ func run(o options) (*Results, error) {
 		}
 		w, err := h.work(seq.Scenario, envs, tr)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Work = append(res.Work, w)
 		if !ports && o.profileRuns > 0 {
 			if res.Profile, err = h.profile(envs[sysCNM]); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	var lock *BurstLock
 	if res.Burst, lock, err = h.bursts(); err != nil {
-		return nil, err
+		return err
 	}
 	if res.Profile != nil {
 		res.Profile.BurstLock = lock
 	}
 	if res.Scale, err = h.scale(); err != nil {
-		return nil, err
+		return err
 	}
 	logf("go test -bench Allocate ./pkg/ipam/")
 	if res.Alloc, _, err = allocBench(); err != nil {
-		return nil, err
+		return err
 	}
-	res.Machine.LoadEnd = loadavg()
-	res.DurationS = round3(time.Since(started).Seconds())
-	res.Targets = targets(res)
-	return res, nil
+	return nil
 }
 
 func commit() string {
@@ -321,6 +366,9 @@ func write(dir string, res *Results, md string) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md), 0o644); err != nil {
 		return err
+	}
+	if len(res.Sequential) == 0 {
+		return nil // an overlay-only run: the chart is of the bridge phases
 	}
 	return chart(res, filepath.Join(dir, "latency.png"))
 }

@@ -78,7 +78,7 @@ func targets(res *Results) []Target {
 			Shown: fmt.Sprintf("%.2f× time, %.0f vs %.0f gets/alloc", r, full.Metrics["gets/alloc"], empty.Metrics["gets/alloc"]),
 			Met:   r > 0 && r <= 1.2 && sameGets})
 	}
-	return out
+	return append(out, ovTargets(res.Overlay)...)
 }
 
 func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
@@ -279,6 +279,8 @@ func markdown(res *Results) string {
 			fmt.Fprintf(&b, "CPU profile of %d ADD+DEL (go tool pprof -top, 1 kHz):\n\n```\n%s\n```\n", p.Runs, strings.Join(p.CPUTop, "\n"))
 		}
 	}
+
+	b.WriteString(ovMarkdown(res.Overlay))
 
 	if len(res.Targets) > 0 {
 		b.WriteString("\n### Targets\n\n")
