@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -46,6 +47,13 @@ type world struct {
 	cli      *clientv3.Client
 	underlay ns.NetNS
 	hosts    []*host
+	ipv6     bool // the hosts' underlay is IPv6 only
+}
+
+// worldOptions are what newWorldWith makes differently from newWorld.
+type worldOptions struct {
+	etcdMembers int  // members of the etcd cluster (0: one)
+	ipv6        bool // hosts on an IPv6-only underlay, fd00:77::<i>/64
 }
 
 // host is a "machine": a namespace with eth0 on the underlay
@@ -62,7 +70,14 @@ type host struct {
 // newWorld starts etcd and makes an underlay with count hosts on it.
 func newWorld(count int) *world {
 	GinkgoHelper()
-	w := &world{etcd: etcdtest.StartForTest(GinkgoT(), etcdtest.Options{}), underlay: testns.New()}
+	return newWorldWith(count, worldOptions{})
+}
+
+// newWorldWith is newWorld with opts.
+func newWorldWith(count int, opts worldOptions) *world {
+	GinkgoHelper()
+	w := &world{etcd: etcdtest.StartForTest(GinkgoT(), etcdtest.Options{Members: opts.etcdMembers}), underlay: testns.New(),
+		ipv6: opts.ipv6}
 	cli, err := w.etcd.Client()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cli.Close)
@@ -86,6 +101,11 @@ func (w *world) addHost() *host {
 	i := len(w.hosts) + 1
 	h := &host{w: w, name: fmt.Sprintf("node-%d", i), ns: testns.New(),
 		ip: net.ParseIP(fmt.Sprintf("192.168.77.%d", i)), dataDir: GinkgoT().TempDir()}
+	cidr, gw := h.ip.String()+"/24", net.ParseIP("192.168.77.254")
+	if w.ipv6 {
+		h.ip = net.ParseIP(fmt.Sprintf("fd00:77::%d", i))
+		cidr, gw = h.ip.String()+"/64", net.ParseIP("fd00:77::fe")
+	}
 	in(w.underlay, func() error {
 		br, err := netlink.LinkByName("ul")
 		if err != nil {
@@ -103,7 +123,10 @@ func (w *world) addHost() *host {
 		if err != nil {
 			return err
 		}
-		addr, _ := netlink.ParseAddr(h.ip.String() + "/24")
+		addr, _ := netlink.ParseAddr(cidr)
+		if w.ipv6 {
+			addr.Flags = unix.IFA_F_NODAD // usable at once
+		}
 		if err := netlink.AddrAdd(eth, addr); err != nil {
 			return err
 		}
@@ -114,7 +137,7 @@ func (w *world) addHost() *host {
 			return err
 		}
 		// The default route picks the underlay: no key names it.
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP("192.168.77.254")})
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw})
 	})
 	w.hosts = append(w.hosts, h)
 	return h
@@ -185,10 +208,15 @@ func (h *host) newContainer(id string) *container {
 // exec runs the plugin in h's namespace as a runtime does, and returns
 // its stdout or the CNI error it printed.
 func (h *host) exec(command string, c *container, args string, stdin []byte) ([]byte, error) {
+	return h.execPlugin(filepath.Join(binDir, records.NetworkType), command, c, args, stdin)
+}
+
+// execPlugin is exec of the plugin binary at path.
+func (h *host) execPlugin(path, command string, c *container, args string, stdin []byte) ([]byte, error) {
 	var out []byte
 	var err error
 	in(h.ns, func() error {
-		cmd := exec.Command(filepath.Join(binDir, records.NetworkType))
+		cmd := exec.Command(path)
 		cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + c.id, "CNI_NETNS=" + c.ns.Path(),
 			"CNI_IFNAME=eth0", "CNI_ARGS=" + args, "CNI_PATH=" + binDir, "PATH=" + os.Getenv("PATH")}
 		cmd.Stdin = bytes.NewReader(stdin)
