@@ -37,7 +37,7 @@ func newValidateCommand(o *options) *cobra.Command {
 			return nil
 		},
 		RunE: func(_ *cobra.Command, args []string) error {
-			drivers := cnm.Drivers{}
+			drivers := cnm.NewDrivers()
 			for _, register := range suiteDrivers {
 				if err := register(drivers); err != nil {
 					return err
@@ -142,7 +142,7 @@ func configFiles(args []string) []string {
 var listKeys = confcheck.Keys{Names: []string{"cniVersion", "cniVersions", "name", "plugins", "disableCheck", "disableGC",
 	"loadOnlyInlinedPlugins"}, Exact: true}
 
-func validateFile(path string, drivers cnm.Drivers) fileReport {
+func validateFile(path string, drivers *cnm.Drivers) fileReport {
 	r := fileReport{File: path, Problems: []problem{}}
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -172,7 +172,7 @@ func unwrapPath(err error) error {
 
 // validateList checks a conflist's own keys, then each plugin as libcni
 // hands it over: with the list's name and cniVersion.
-func validateList(r *fileReport, top map[string]json.RawMessage, drivers cnm.Drivers) {
+func validateList(r *fileReport, top map[string]json.RawMessage, drivers *cnm.Drivers) {
 	r.unknown("", listKeys.Unknown("", top))
 	var name string
 	if err := confcheck.Decode("name", top["name"], &name); err != nil {
@@ -271,7 +271,7 @@ func checkListBool(key string, raw json.RawMessage) error {
 
 // validatePlugin checks one plugin configuration with the code ADD
 // uses; prefix is its path in the file ("plugins[0].").
-func validatePlugin(r *fileReport, prefix string, raw []byte, drivers cnm.Drivers) {
+func validatePlugin(r *fileReport, prefix string, raw []byte, drivers *cnm.Drivers) {
 	var head struct {
 		Type       json.RawMessage `json:"type"`
 		CNIVersion json.RawMessage `json:"cniVersion"`
@@ -287,7 +287,7 @@ func validatePlugin(r *fileReport, prefix string, raw []byte, drivers cnm.Driver
 		r.add(prefix+"type", "missing: the plugin to run", types.ErrInvalidNetworkConfig)
 		return
 	}
-	if _, ours := drivers[typ]; !ours {
+	if drivers.Driver(typ) == nil {
 		if s := confcheck.Suggest(typ, drivers.Types()); s != "" {
 			r.add(prefix+"type", fmt.Sprintf("%q is not a plugin of cnmnet (did you mean %q?)", typ, s), 0)
 		} else {

@@ -99,9 +99,27 @@ func onHostSuffix(a *Attachment) string {
 // plugin that keeps its reservations on one host: two hosts would hand
 // out the same address.
 func (c *Controller) checkIPAMSpans(conf *NetConf) error {
-	if c.host == "" || conf.IPAMConf == nil || !conf.IPAMConf.Delegated() {
+	if c.host == "" {
+		return nil
+	}
+	return ipamSpansHosts(conf)
+}
+
+// ipamSpansHosts refuses a delegated IPAM plugin for conf, a network
+// across hosts.
+func ipamSpansHosts(conf *NetConf) error {
+	if conf.IPAMConf == nil || !conf.IPAMConf.Delegated() {
 		return nil
 	}
 	return invalidConfig("ipam: type %q keeps its reservations on one host, but network %s spans hosts (type %s): use the built-in allocator, ipam type \"cnm\"",
 		conf.IPAMConf.Type, conf.Name, conf.Type)
+}
+
+// RequireCluster refuses conf, of a type whose networks span hosts,
+// without a cluster section naming the cluster store.
+func RequireCluster(conf *NetConf) error {
+	if conf.Cluster != nil {
+		return nil
+	}
+	return invalidConfig("cluster: network type %q spans hosts: its configuration needs a cluster section naming the cluster store (cluster.etcd.endpoints)", conf.Type)
 }

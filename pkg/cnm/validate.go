@@ -42,24 +42,33 @@ func UnknownKeys(raw []byte, d driverapi.Driver) []confcheck.Unknown {
 
 // CheckConfig checks a plugin configuration as ADD does before it
 // records or touches anything, with the same code: the core's keys and
-// the ipam section (LoadNetConf), then the driver's
+// the ipam section (LoadNetConf), what a network across hosts needs (a
+// cluster section, the built-in allocator), then the driver's
 // (driverapi.ConfigValidator). It needs no store and no host. err is the
 // first bad value, a CNI error naming its key; unknown lists every key
 // nothing reads.
-func CheckConfig(raw []byte, drivers Drivers) (unknown []confcheck.Unknown, err error) {
+func CheckConfig(raw []byte, drivers *Drivers) (unknown []confcheck.Unknown, err error) {
 	conf, err := LoadNetConf(raw)
 	if err != nil {
 		var typ struct {
 			Type string `json:"type"`
 		}
 		_ = json.Unmarshal(raw, &typ)
-		return UnknownKeys(raw, drivers[typ.Type]), err
+		return UnknownKeys(raw, drivers.Driver(typ.Type)), err
 	}
-	d, ok := drivers[conf.Type]
-	if !ok {
+	d := drivers.Driver(conf.Type)
+	if d == nil {
 		return UnknownKeys(raw, nil), invalidConfig("type: no driver for network type %q", conf.Type)
 	}
 	unknown = UnknownKeys(raw, d)
+	if drivers.Scope(conf.Type) == driverapi.GlobalScope {
+		if err := RequireCluster(conf); err != nil {
+			return unknown, err
+		}
+		if err := ipamSpansHosts(conf); err != nil {
+			return unknown, err
+		}
+	}
 	if v, ok := d.(driverapi.ConfigValidator); ok {
 		if err := v.ValidateConfig(raw); err != nil {
 			return unknown, AsCNIError(err)
@@ -70,26 +79,40 @@ func CheckConfig(raw []byte, drivers Drivers) (unknown []confcheck.Unknown, err 
 
 // Drivers are the drivers of a plugin binary by network type, registered
 // without a store: enough to check configurations (KnownKeys,
-// ValidateConfig), nothing that keeps state.
-type Drivers map[string]driverapi.Driver
+// ValidateConfig, the scope), nothing that keeps state.
+type Drivers struct {
+	byType map[string]driverapi.Driver
+	scope  map[string]string
+}
 
-var _ driverapi.Registerer = Drivers(nil)
+// NewDrivers returns an empty set, to register drivers with.
+func NewDrivers() *Drivers {
+	return &Drivers{byType: map[string]driverapi.Driver{}, scope: map[string]string{}}
+}
+
+var _ driverapi.Registerer = (*Drivers)(nil)
 
 // RegisterDriver implements driverapi.Registerer.
-func (ds Drivers) RegisterDriver(name string, d driverapi.Driver, _ driverapi.Capability) error {
-	if _, ok := ds[name]; ok {
+func (ds *Drivers) RegisterDriver(name string, d driverapi.Driver, c driverapi.Capability) error {
+	if _, ok := ds.byType[name]; ok {
 		return driverapi.ErrActiveRegistration(name)
 	}
-	ds[name] = d
+	ds.byType[name], ds.scope[name] = d, c.Scope
 	return nil
 }
 
 // DriverStore implements driverapi.Registerer. There is no store: a
 // driver registered here is asked only about configurations.
-func (ds Drivers) DriverStore(string) store.Store { return nil }
+func (ds *Drivers) DriverStore(string) store.Store { return nil }
 
 // DriverHostStore implements driverapi.Registerer, as DriverStore.
-func (ds Drivers) DriverHostStore(string) store.Store { return nil }
+func (ds *Drivers) DriverHostStore(string) store.Store { return nil }
+
+// Driver is the driver of network type typ, nil when there is none.
+func (ds *Drivers) Driver(typ string) driverapi.Driver { return ds.byType[typ] }
+
+// Scope is the scope the driver of typ registered with, "" for none.
+func (ds *Drivers) Scope(typ string) string { return ds.scope[typ] }
 
 // Types are the network types of ds, sorted.
-func (ds Drivers) Types() []string { return slices.Sorted(maps.Keys(ds)) }
+func (ds *Drivers) Types() []string { return slices.Sorted(maps.Keys(ds.byType)) }

@@ -13,9 +13,9 @@ import (
 )
 
 // suiteDrivers are the drivers of the suite's plugins, without a store.
-func suiteDrivers() cnm.Drivers {
+func suiteDrivers() *cnm.Drivers {
 	GinkgoHelper()
-	ds := cnm.Drivers{}
+	ds := cnm.NewDrivers()
 	Expect(null.Register(ds)).To(Succeed())
 	Expect(bridge.Register(ds)).To(Succeed())
 	return ds
@@ -31,7 +31,7 @@ var _ = Describe("configuration keys", func() {
 		func(typ string, fields map[string]any, want ...confcheck.Unknown) {
 			fields["type"] = typ
 			ds := suiteDrivers()
-			got := cnm.UnknownKeys(netConf(fields), ds[typ])
+			got := cnm.UnknownKeys(netConf(fields), ds.Driver(typ))
 			if len(want) == 0 {
 				Expect(got).To(BeEmpty())
 				return

@@ -119,11 +119,11 @@ func (p *plugin) warnUnknownKeys(w io.Writer, raw []byte) {
 	if json.Unmarshal(raw, &conf) != nil || cnm.ValidateNetworkName(conf.Name) != nil {
 		return // the ADD fails on that, naming it
 	}
-	drivers := cnm.Drivers{}
-	if p.register(drivers) != nil || drivers[conf.Type] == nil {
+	drivers := cnm.NewDrivers()
+	if p.register(drivers) != nil || drivers.Driver(conf.Type) == nil {
 		return // so is a type this plugin has no driver for
 	}
-	for _, u := range cnm.UnknownKeys(raw, drivers[conf.Type]) {
+	for _, u := range cnm.UnknownKeys(raw, drivers.Driver(conf.Type)) {
 		fmt.Fprintf(w, "%s: network %s: %s\n", conf.Type, conf.Name, u)
 	}
 }
@@ -155,8 +155,8 @@ func (p *plugin) runWith(load func(*skel.CmdArgs) (*cnm.Request, error), args *s
 func (p *plugin) controller(conf *cnm.NetConf) (*cnm.Controller, error) {
 	var c *cnm.Controller
 	if p.scopeOf(conf.Type) == driverapi.GlobalScope {
-		if conf.Cluster == nil {
-			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("cluster: network type %q spans hosts: its configuration needs a cluster section naming the cluster store (cluster.etcd.endpoints)", conf.Type), "")
+		if err := cnm.RequireCluster(conf); err != nil {
+			return nil, err
 		}
 		if p.openCluster == nil {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("cluster: this plugin has no cluster store for network type %q", conf.Type), "")
@@ -183,22 +183,12 @@ func (p *plugin) controller(conf *cnm.NetConf) (*cnm.Controller, error) {
 // scopeOf is the scope of the driver of network type typ, "" when the
 // plugin has none (the controller then says so).
 func (p *plugin) scopeOf(typ string) string {
-	r := scopes{}
-	if p.register(r) != nil {
+	ds := cnm.NewDrivers()
+	if p.register(ds) != nil {
 		return ""
 	}
-	return r[typ]
+	return ds.Scope(typ)
 }
-
-// scopes is a registerer that keeps the drivers' scopes only.
-type scopes map[string]string
-
-func (r scopes) RegisterDriver(name string, _ driverapi.Driver, c driverapi.Capability) error {
-	r[name] = c.Scope
-	return nil
-}
-func (r scopes) DriverStore(string) store.Store     { return nil }
-func (r scopes) DriverHostStore(string) store.Store { return nil }
 
 // storeError is the CNI error of a store that cannot be opened: try
 // again later when another process holds it, an I/O failure otherwise.

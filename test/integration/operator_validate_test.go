@@ -188,6 +188,11 @@ var _ = Describe("configuration mistakes are named: cnmctl validate", func() {
 		Entry("vni misspelt", map[string]any{"vnid": 4096}, "vnid", `unknown key (did you mean "vni"?)`, uint(0)),
 		Entry("an endpoint that is not a URL etcd takes", map[string]any{"cluster": map[string]any{"etcd": map[string]any{
 			"endpoints": []any{"127.0.0.1:2379"}}}}, "cluster.etcd.endpoints[0]", `"127.0.0.1:2379"`, types.ErrInvalidNetworkConfig),
+		Entry("no cluster section, which ADD refuses as well", map[string]any{"cluster": nil}, "cluster",
+			`network type "cnm-overlay" spans hosts`, types.ErrInvalidNetworkConfig),
+		Entry("an IPAM plugin that keeps its reservations on one host", map[string]any{"ipam": map[string]any{
+			"type": "host-local", "subnet": "10.90.0.0/16"}}, "ipam", `type "host-local" keeps its reservations on one host`,
+			types.ErrInvalidNetworkConfig),
 		Entry("a relative certificate file", map[string]any{"cluster": map[string]any{"etcd": map[string]any{
 			"endpoints": []any{"https://127.0.0.1:2379"}, "certFile": "client.crt", "keyFile": "/etc/cnmnet/client.key"}}},
 			"cluster.etcd.certFile", "is not an absolute path", types.ErrInvalidNetworkConfig),
