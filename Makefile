@@ -5,7 +5,7 @@ GO         ?= go
 CNI_BIN_DIR ?= /opt/cni/bin
 BIN_DIR    ?= /usr/local/bin
 DESTDIR    ?=
-PLUGINS    := cnm-null cnm-bridge cnm-overlay
+PLUGINS    := cnm-null cnm-bridge cnm-overlay cnm-remote
 BINS       := $(PLUGINS:%=bin/%)
 CNITOOL_VERSION := v1.3.1
 # Stamped into every binary: `cnmctl version`, `cnm-bridge --version`.

@@ -1,0 +1,274 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/vishvananda/netlink"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+// testPlugin is a Docker network plugin as plugin authors write them,
+// on go-plugins-helpers: a bridge per network and a veth pair per
+// joined endpoint, made in the host namespace hostNS.
+type testPlugin struct {
+	hostNS ns.NetNS
+
+	mu        sync.Mutex
+	calls     []string
+	networks  map[string]*network.CreateNetworkRequest
+	endpoints map[string]*network.CreateEndpointRequest
+	// rewriteMAC is the MAC CreateEndpoint answers with, "" for none.
+	rewriteMAC string
+	// fail is the method that answers an error ({"Err": ...}, HTTP 500).
+	fail string
+}
+
+var _ network.Driver = (*testPlugin)(nil)
+
+func newTestPlugin(hostNS ns.NetNS) *testPlugin {
+	return &testPlugin{hostNS: hostNS, networks: map[string]*network.CreateNetworkRequest{}, endpoints: map[string]*network.CreateEndpointRequest{}}
+}
+
+func bridgeName(nid string) string { return "rbr" + nid[:8] }
+func hostVeth(eid string) string   { return "rh" + eid[:8] }
+func peerVeth(eid string) string   { return "rc" + eid[:8] }
+
+func (p *testPlugin) record(method string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, method)
+	if p.fail == method {
+		return fmt.Errorf("test plugin refuses %s", method)
+	}
+	return nil
+}
+
+// Calls lists the methods called so far.
+func (p *testPlugin) Calls() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.calls...)
+}
+
+func (p *testPlugin) Endpoints() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.endpoints)
+}
+
+func (p *testPlugin) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.LocalScope}, p.record("GetCapabilities")
+}
+
+func (p *testPlugin) CreateNetwork(r *network.CreateNetworkRequest) error {
+	if err := p.record("CreateNetwork"); err != nil {
+		return err
+	}
+	err := p.hostNS.Do(func(ns.NetNS) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(r.NetworkID)}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, errExist) {
+			return err
+		}
+		return netlink.LinkSetUp(br)
+	})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.networks[r.NetworkID] = r
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *testPlugin) DeleteNetwork(r *network.DeleteNetworkRequest) error {
+	if err := p.record("DeleteNetwork"); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	delete(p.networks, r.NetworkID)
+	p.mu.Unlock()
+	return p.hostNS.Do(func(ns.NetNS) error { return delLink(bridgeName(r.NetworkID)) })
+}
+
+func (p *testPlugin) CreateEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	if err := p.record("CreateEndpoint"); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.networks[r.NetworkID]; !ok {
+		return nil, fmt.Errorf("no network %s", r.NetworkID)
+	}
+	p.endpoints[r.EndpointID] = r
+	if p.rewriteMAC != "" {
+		return &network.CreateEndpointResponse{Interface: &network.EndpointInterface{MacAddress: p.rewriteMAC}}, nil
+	}
+	return &network.CreateEndpointResponse{}, nil
+}
+
+func (p *testPlugin) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
+	if err := p.record("DeleteEndpoint"); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	delete(p.endpoints, r.EndpointID)
+	p.mu.Unlock()
+	return p.hostNS.Do(func(ns.NetNS) error { return delLink(hostVeth(r.EndpointID)) })
+}
+
+func (p *testPlugin) EndpointInfo(r *network.InfoRequest) (*network.InfoResponse, error) {
+	if err := p.record("EndpointOperInfo"); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.endpoints[r.EndpointID]; !ok {
+		return nil, fmt.Errorf("no endpoint %s", r.EndpointID)
+	}
+	return &network.InfoResponse{Value: map[string]string{"veth": hostVeth(r.EndpointID)}}, nil
+}
+
+func (p *testPlugin) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
+	if err := p.record("Join"); err != nil {
+		return nil, err
+	}
+	err := p.hostNS.Do(func(ns.NetNS) error {
+		br, err := netlink.LinkByName(bridgeName(r.NetworkID))
+		if err != nil {
+			return err
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostVeth(r.EndpointID), MasterIndex: br.Attrs().Index}, PeerName: peerVeth(r.EndpointID)}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(veth)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peerVeth(r.EndpointID), DstPrefix: "eth"}}, nil
+}
+
+func (p *testPlugin) Leave(r *network.LeaveRequest) error {
+	if err := p.record("Leave"); err != nil {
+		return err
+	}
+	return p.hostNS.Do(func(ns.NetNS) error { return delLink(hostVeth(r.EndpointID)) })
+}
+
+func (p *testPlugin) AllocateNetwork(*network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return nil, p.record("AllocateNetwork")
+}
+func (p *testPlugin) FreeNetwork(*network.FreeNetworkRequest) error { return p.record("FreeNetwork") }
+func (p *testPlugin) DiscoverNew(*network.DiscoveryNotification) error {
+	return p.record("DiscoverNew")
+}
+func (p *testPlugin) DiscoverDelete(*network.DiscoveryNotification) error {
+	return p.record("DiscoverDelete")
+}
+func (p *testPlugin) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
+	return p.record("ProgramExternalConnectivity")
+}
+func (p *testPlugin) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
+	return p.record("RevokeExternalConnectivity")
+}
+
+var errExist = errors.New("file exists")
+
+func delLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
+// server is the test plugin served on a socket of the spec's: the
+// go-plugins-helpers handler behind a front that injects faults.
+type server struct {
+	plugin *testPlugin
+	sock   string // the socket cnm-remote calls
+	back   string // the helpers' own socket
+	front  net.Listener
+	helper net.Listener
+	srv    *http.Server
+
+	mu sync.Mutex
+	// fault answers method (a path such as "/NetworkDriver.Join") itself:
+	// "malformed", "hang", "500".
+	faults map[string]string
+	hangs  chan struct{}
+}
+
+func startServer(p *testPlugin, dir string) *server {
+	GinkgoHelper()
+	s := &server{plugin: p, sock: filepath.Join(dir, "plugin.sock"), back: filepath.Join(dir, "helpers.sock"), faults: map[string]string{}, hangs: make(chan struct{})}
+	s.start()
+	DeferCleanup(func() {
+		s.stop()
+		close(s.hangs)
+	})
+	return s
+}
+
+func (s *server) start() {
+	GinkgoHelper()
+	var err error
+	s.helper, err = net.Listen("unix", s.back)
+	Expect(err).NotTo(HaveOccurred())
+	go func() { _ = network.NewHandler(s.plugin).Serve(s.helper) }()
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(&url.URL{Scheme: "http", Host: "plugin"}) },
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", s.back)
+		}},
+	}
+	s.front, err = net.Listen("unix", s.sock)
+	Expect(err).NotTo(HaveOccurred())
+	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		f := s.faults[r.URL.Path]
+		s.mu.Unlock()
+		switch f {
+		case "malformed":
+			_, _ = w.Write([]byte(`{"Interface": {"MacAddress": `))
+		case "500":
+			http.Error(w, "plugin crashed", http.StatusInternalServerError)
+		case "hang":
+			<-s.hangs
+		default:
+			proxy.ServeHTTP(w, r)
+		}
+	})}
+	go func() { _ = s.srv.Serve(s.front) }()
+}
+
+// stop closes both listeners: the plugin is gone (its state kept, as a
+// plugin that keeps it on disk would).
+func (s *server) stop() {
+	_ = s.srv.Close()
+	_ = s.helper.Close()
+}
+
+func (s *server) fault(path, kind string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults[path] = kind
+}
