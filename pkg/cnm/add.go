@@ -1,7 +1,9 @@
 package cnm
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +36,15 @@ type join struct {
 	attached bool
 	// failed is why the host side of the ADD failed, for rollback.
 	failed error
+	// reserved is the network as reserve recorded it (networkState).
+	reserved []byte
+}
+
+// networkState is nw as a value to compare: what putNetwork records of
+// it, its readiness here included.
+func networkState(nw *Network) []byte {
+	b, _ := json.Marshal(nw) // a record's fields always encode
+	return b
 }
 
 // Add attaches the request's container to the network: it resolves the
@@ -76,9 +87,13 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 	if err != nil {
 		return nil, newError(types.ErrInvalidNetNS, "CNI_NETNS: %v", err)
 	}
+	named, err := c.lookUp(req, id)
+	if err != nil {
+		return nil, err
+	}
 	// An edited configuration is applied to the network, or refused,
 	// before anything else changes; undone if the ADD fails after all.
-	undo, err := c.updateNetwork(req, d)
+	undo, err := c.updateNetwork(req, d, named.nw)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +105,7 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 			}
 		}
 	}()
-	if err := c.releaseStaleJoin(ctx, req, sbx, id); err != nil {
+	if err := c.releaseStaleJoin(ctx, req, sbx, named); err != nil {
 		return nil, err
 	}
 
@@ -128,9 +143,14 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 	}
 	// The configuration of the latest successful ADD is the network's.
 	j.nw.Config = req.Conf.networkConfig()
+	// Most ADDs leave the network as reserve recorded it: not writing it
+	// again saves a cluster store two reads.
+	changed := !bytes.Equal(networkState(j.nw), j.reserved)
 	if err := c.store.Update(func(tx store.Tx) error {
-		if err := putNetwork(tx, j.nw); err != nil {
-			return err
+		if changed {
+			if err := putNetwork(tx, j.nw); err != nil {
+				return err
+			}
 		}
 		j.ep.State = StateJoined
 		return putEndpoint(tx, j.ep, nil)
@@ -158,26 +178,45 @@ func needsRoom(err error) bool {
 	return errors.Is(err, ipam.ErrPoolExhausted) || errors.As(err, &te) && te.Code == CodeReservationLimit
 }
 
+// named is what an ADD names that exists already, read in one view
+// before the ADD changes anything: its network and endpoint, nil where
+// there is none. The edit check and the stale-join check go by it; the
+// reservation reads both again in its own transaction.
+type named struct {
+	nw *Network
+	ep *Endpoint
+}
+
+func (c *Controller) lookUp(req *Request, id identity) (named, error) {
+	var n named
+	err := c.store.View(func(tx store.Tx) error {
+		n = named{}
+		nw, err := getNetwork(tx, req.Conf.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n.nw = nw
+		ep, err := getEndpoint(tx, req.Conf.Name, id.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		n.ep = ep
+		return err
+	})
+	return n, err
+}
+
 // releaseStaleJoin leaves an endpoint the request names that is still
 // joined to a sandbox which no longer exists (its runtime never sent
 // DEL, or its path now holds another namespace), so that the new sandbox
 // can join it.
-func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, sbx sandbox.Ref, id identity) error {
-	var nw *Network
-	var ep *Endpoint
-	err := c.store.View(func(tx store.Tx) error {
-		var err error
-		if nw, err = getNetwork(tx, req.Conf.Name); err != nil {
-			return err
-		}
-		ep, err = getEndpoint(tx, req.Conf.Name, id.Name)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
+func (c *Controller) releaseStaleJoin(ctx context.Context, req *Request, sbx sandbox.Ref, n named) error {
+	nw, ep := n.nw, n.ep
+	if ep == nil {
 		return nil
-	}
-	if err != nil {
-		return err
 	}
 	switch a := ep.Sandbox; {
 	case a == nil:
@@ -200,7 +239,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 	return c.store.Update(func(tx store.Tx) error {
 		// A cluster store runs this again when a concurrent transaction
 		// conflicts with it: nothing of an earlier run may stay.
-		j.nw, j.ep, j.prior, j.cursors, j.newNetwork = nil, nil, nil, nil, false
+		j.nw, j.ep, j.prior, j.cursors, j.newNetwork, j.reserved = nil, nil, nil, nil, false, nil
 		nw, err := getNetwork(tx, req.Conf.Name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -223,6 +262,7 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 		if err := putNetwork(tx, nw); err != nil {
 			return err
 		}
+		j.reserved = networkState(nw)
 		if held, err := endpointOf(tx, nw.Name, req.ContainerID, req.IfName); err != nil {
 			return err
 		} else if held != nil {

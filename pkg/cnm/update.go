@@ -1,7 +1,6 @@
 package cnm
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/ipam"
-	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
 // An edited configuration of a network that exists. The configuration
@@ -25,21 +23,12 @@ import (
 // The driver decides on its own keys (driverapi.NetworkUpdater).
 
 // updateNetwork refuses a request that would change the addresses of its
-// network, which exists, and has the driver apply the request's
-// configuration to the network's host state or refuse it. It returns how
-// to undo what the driver changed, nil when nothing changed.
-func (c *Controller) updateNetwork(req *Request, d driverapi.Driver) (undo func() error, err error) {
-	var nw *Network
-	err = c.store.View(func(tx store.Tx) error {
-		var err error
-		nw, err = getNetwork(tx, req.Conf.Name)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
+// network nw (nil: there is none yet), and has the driver apply the
+// request's configuration to the network's host state or refuse it. It
+// returns how to undo what the driver changed, nil when nothing changed.
+func (c *Controller) updateNetwork(req *Request, d driverapi.Driver, nw *Network) (undo func() error, err error) {
+	if nw == nil {
 		return nil, nil // made by this ADD, with this configuration
-	}
-	if err != nil {
-		return nil, err
 	}
 	if nw.Driver != req.Conf.Type || !nw.DeletingSince.IsZero() {
 		// reserve refuses it, naming type, or waits for the deletion
