@@ -189,21 +189,7 @@ func (d *Driver) syncPortsLocked(n *network, leftOut ...string) error {
 	if err != nil {
 		return err
 	}
-	localnet := hostports.OnLoopback(mappings)
-	if localnet {
-		if err := endpointkit.SetRouteLocalnet(n.Bridge, true); err != nil {
-			return err
-		}
-	}
-	if err := fw.SetPorts(n.firewallNetwork(), mappings); err != nil {
-		return fmt.Errorf("publish ports of network %s: %w", n.Name, err)
-	}
-	// An adopted bridge's route_localnet may be its owner's: cnmnet
-	// turns it on when needed but never off (CNM-INPUT still guards it).
-	if !localnet && n.Origin != originAdopted {
-		return endpointkit.SetRouteLocalnet(n.Bridge, false)
-	}
-	return nil
+	return hostports.Publish(fw, n.firewallNetwork(), mappings, n.Origin == originAdopted)
 }
 
 // Leave implements driverapi.Driver: the host veth (and with it the

@@ -1,9 +1,6 @@
 package overlay
 
 import (
-	"fmt"
-
-	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/drivers/internal/hostports"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -44,19 +41,7 @@ func (d *Driver) syncPortsLocked(nid string, h *records.HostNetwork, leftOut ...
 	if err != nil {
 		return err
 	}
-	localnet := hostports.OnLoopback(mappings)
-	if localnet {
-		if err := endpointkit.SetRouteLocalnet(h.Bridge, true); err != nil {
-			return err
-		}
-	}
-	if err := fw.SetPorts(h.Firewall(), mappings); err != nil {
-		return fmt.Errorf("publish ports of overlay network %s: %w", h.Name, err)
-	}
-	if !localnet {
-		return endpointkit.SetRouteLocalnet(h.Bridge, false)
-	}
-	return nil
+	return hostports.Publish(fw, h.Firewall(), mappings, false)
 }
 
 // releasePorts rewrites the network's port rules without the endpoint's

@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
@@ -228,4 +229,30 @@ func OnLoopback(mappings []firewall.PortMapping) bool {
 		}
 	}
 	return false
+}
+
+// PortSetter writes a network's published ports (pkg/firewall).
+type PortSetter interface {
+	SetPorts(firewall.Network, []firewall.PortMapping) error
+}
+
+// Publish makes network n's DNAT rules exactly mappings, with its
+// bridge's route_localnet on exactly while one of them is reachable on
+// 127.0.0.1: switched on before the rules, off after, unless
+// keepLocalnet (a bridge cnmnet adopted, whose setting may be its
+// owner's: turned on when needed, never off; CNM-INPUT still guards it).
+func Publish(fw PortSetter, n firewall.Network, mappings []firewall.PortMapping, keepLocalnet bool) error {
+	localnet := OnLoopback(mappings)
+	if localnet {
+		if err := endpointkit.SetRouteLocalnet(n.Bridge, true); err != nil {
+			return err
+		}
+	}
+	if err := fw.SetPorts(n, mappings); err != nil {
+		return fmt.Errorf("publish ports of network %s: %w", n.Name, err)
+	}
+	if !localnet && !keepLocalnet {
+		return endpointkit.SetRouteLocalnet(n.Bridge, false)
+	}
+	return nil
 }
