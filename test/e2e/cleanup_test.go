@@ -174,6 +174,12 @@ func reapStaleRuns() {
 		if b, err := os.ReadFile(filepath.Join(dir, "cgroups.json")); err == nil && json.Unmarshal(b, &cg) == nil {
 			cg.remove()
 		}
+		// The overlay's underlay, once its nodes are gone.
+		if _, err := os.Stat(filepath.Join("/run/netns", underlayNetNS(pid))); err == nil {
+			if _, err := command(time.Minute, nil, "ip", "netns", "del", underlayNetNS(pid)); err != nil {
+				fmt.Fprintf(GinkgoWriter, "warning: %v\n", err)
+			}
+		}
 		if err := removeWorkDir(dir); err != nil {
 			fmt.Fprintf(GinkgoWriter, "warning: %v\n", err)
 		}

@@ -204,10 +204,11 @@ func addOverlayBinaries() {
 }
 
 // newUnderlay makes the underlay: a namespace with the bridge ul, removed
-// when the scenario ends.
+// when the scenario ends, and named after this run (underlayNetNS) so
+// that the next run removes it if this one is killed.
 func newUnderlay() ns.NetNS {
 	GinkgoHelper()
-	ul := testns.New()
+	ul := testns.NewAt(filepath.Join("/run/netns", underlayNetNS(os.Getpid())))
 	Expect(ul.Do(func(ns.NetNS) error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "ul", MTU: underlayMTU}}
 		if err := netlink.LinkAdd(br); err != nil {
@@ -383,3 +384,6 @@ func tail(path string, lines int) string {
 	}
 	return strings.Join(all, "\n")
 }
+
+// underlayNetNS is the name under /run/netns of run pid's underlay.
+func underlayNetNS(pid int) string { return fmt.Sprintf("cnme2e-underlay-%d", pid) }

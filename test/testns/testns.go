@@ -30,10 +30,19 @@ func New() ns.NetNS {
 // test may remove one early.
 func Remove(n ns.NetNS) error {
 	_ = n.Close() // fails only when closed already
-	if _, err := os.Stat(n.Path()); errors.Is(err, os.ErrNotExist) {
+	path := n.Path()
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	return testutils.UnmountNS(n)
+	// Not testutils.UnmountNS: it leaves alone a path outside its own
+	// directory (/var/run/netns), such as NewAt's /run/netns/<name>.
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
 }
 
 // NewAt makes a network namespace bound at path, a file that must not
