@@ -17,6 +17,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/drivers/null"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay"
 	"github.com/cnmnet/cnmnet/pkg/drivers/remote"
+	remoteipam "github.com/cnmnet/cnmnet/pkg/ipam/remote"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -77,7 +78,7 @@ func newVersionCommand(o *options) *cobra.Command {
 
 // suiteDrivers register the drivers of every plugin of the suite (and,
 // in a test build, the test drivers: testdrivers.go).
-var suiteDrivers = []func(driverapi.Registerer) error{null.Register, bridge.Register, overlay.Register, remote.Register}
+var suiteDrivers = []func(driverapi.Registerer) error{null.Register, bridge.Register, overlay.Register, remote.Register, remoteipam.Register}
 
 // withController opens the store, builds a controller with every driver
 // of the suite, and runs fn: the host's own store, or with the cluster

@@ -437,11 +437,11 @@ func (c *Controller) setUp(ctx context.Context, j *join) error {
 func (c *Controller) provision(ctx context.Context, req *Request, nw *Network, d driverapi.Driver, ep *Endpoint) error {
 	if ep.IPAM != "" && ep.IPAM != ipam.BuiltinType {
 		if len(ep.Addresses) == 0 {
-			res, err := c.delegate(req, ep).Add(ctx)
+			addrs, err := c.requestAddresses(ctx, req, nw, ep)
 			if err != nil {
 				return fmt.Errorf("ipam %s: %w", ep.IPAM, err)
 			}
-			ep.Addresses = addressesOf(res.IPs)
+			ep.Addresses = addrs
 		}
 		// Also for addresses recorded by an ADD killed before the
 		// network was ready: they give its pools.

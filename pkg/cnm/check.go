@@ -125,6 +125,17 @@ func (c *Controller) checkAddresses(ctx context.Context, req *Request, nw *Netwo
 			return nil
 		})
 	default:
+		if id := c.ipamDriver(ep.IPAM); id != nil || ep.IPAM == ipam.RemoteType {
+			// The protocol has no check of a reservation: the plugin
+			// that holds it must be there.
+			if id == nil {
+				return noIPAMDriver(ep.IPAM)
+			}
+			if err := id.Status(ctx, req.Conf.Raw); err != nil {
+				return newError(types.ErrInternal, "endpoint %s: ipam %s: %v", ep.Name, ep.IPAM, err)
+			}
+			return nil
+		}
 		if err := c.delegate(req, ep).Check(ctx); err != nil {
 			return newError(types.ErrInternal, "endpoint %s: ipam %s: %v", ep.Name, ep.IPAM, err)
 		}

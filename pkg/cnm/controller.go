@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/ipam"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -27,14 +28,21 @@ type Controller struct {
 	// cniPath is where delegated IPAM plugins are found when no CNI
 	// request says (operations without a runtime).
 	cniPath string
+	// ipamDrivers serve the ipam types they registered for (remote);
+	// any other delegated type is a CNI IPAM plugin.
+	ipamDrivers map[string]driverapi.IPAMDriver
 }
 
-var _ driverapi.Registerer = (*Controller)(nil)
+var (
+	_ driverapi.Registerer     = (*Controller)(nil)
+	_ driverapi.IPAMRegisterer = (*Controller)(nil)
+)
 
 // New returns a Controller over s, a host's own store, with no drivers:
 // it serves the networks of local-scope drivers.
 func New(s store.Store) *Controller {
-	return &Controller{store: s, drivers: map[string]driverapi.Driver{}, scopes: map[string]string{}, now: time.Now}
+	return &Controller{store: s, drivers: map[string]driverapi.Driver{}, scopes: map[string]string{}, now: time.Now,
+		ipamDrivers: map[string]driverapi.IPAMDriver{}}
 }
 
 // NewClustered returns a Controller over s, a cluster store shared by
@@ -75,6 +83,19 @@ func (c *Controller) RegisterDriver(name string, d driverapi.Driver, capability 
 	}
 	c.drivers[name] = d
 	c.scopes[name] = scope
+	return nil
+}
+
+// RegisterIPAMDriver implements driverapi.IPAMRegisterer: the networks
+// whose ipam type is name get their addresses from d.
+func (c *Controller) RegisterIPAMDriver(name string, d driverapi.IPAMDriver) error {
+	if name == "" || name == ipam.BuiltinType {
+		return fmt.Errorf("register ipam driver: name %q is the built-in allocator's", name)
+	}
+	if _, ok := c.ipamDrivers[name]; ok {
+		return fmt.Errorf("an ipam driver is already registered for ipam type %q", name)
+	}
+	c.ipamDrivers[name] = d
 	return nil
 }
 

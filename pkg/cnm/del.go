@@ -120,7 +120,7 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 		// the endpoint for ever: its release is recorded, and GC and
 		// cnmctl retry it.
 		rel := c.releaseOf(req, nw, ep)
-		if err := rel.call(ctx, rel.NetConf, req.Path, req.NetNS); err != nil {
+		if err := c.callRelease(ctx, rel, rel.NetConf, req.Path, req.NetNS); err != nil {
 			rel.Error = err.Error()
 			pending = rel
 		}
@@ -178,6 +178,7 @@ func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
 	// Checked and marked in one transaction: an ADD that comes after
 	// sees the mark and waits (11) rather than join a network whose host
 	// state is going.
+	recorded := nw
 	err := c.store.Update(func(tx store.Tx) error {
 		busy := false
 		if err := tx.Scan(endpointPrefix(nw.Name), func(string, []byte) error {
@@ -197,6 +198,7 @@ func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
 			return err
 		}
 		cur.DeletingSince = c.now().UTC()
+		recorded = cur
 		return putNetwork(tx, cur)
 	})
 	if err != nil {
@@ -207,9 +209,17 @@ func (c *Controller) deleteNetwork(d driverapi.Driver, nw *Network) error {
 	if err := d.DeleteNetwork(nw.ID); err != nil {
 		return fmt.Errorf("delete network %s: %w", nw.Name, err)
 	}
+	// The pools an IPAM driver reserved go back with the network; what
+	// it cannot take back now is kept for GC, as endpoints' releases are.
+	pending := c.releasePools(context.Background(), recorded)
 	return c.store.Update(func(tx store.Tx) error {
 		if err := ipam.ReleaseAll(tx, nw.Name); err != nil {
 			return err
+		}
+		if pending != nil {
+			if err := store.PutJSON(tx, releaseKey(nw.Name, pending.ID), pending); err != nil {
+				return err
+			}
 		}
 		if err := tx.Delete(hostNetworkKey(nw.Name)); err != nil {
 			return err

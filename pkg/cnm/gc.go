@@ -161,7 +161,9 @@ func (c *Controller) collectOrphans(nw *Network, live map[string]bool) error {
 // endpoints still alive as its valid attachments.
 func (c *Controller) gcDelegated(ctx context.Context, req *Request, eps []*Endpoint, live map[string]bool) error {
 	ic := req.Conf.IPAMConf
-	if ic == nil || !ic.Delegated() {
+	if ic == nil || !ic.Delegated() || ic.Remote() || c.ipamDriver(ic.Type) != nil {
+		// An IPAM driver's addresses are the endpoints' records: GC
+		// deleting an endpoint releases them.
 		return nil
 	}
 	var conf map[string]any

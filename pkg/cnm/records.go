@@ -52,6 +52,8 @@ type Network struct {
 	// network's first endpoint; the driver was made with them, and a
 	// later endpoint's addresses must fall in them. Built-in IPAM needs
 	// none: its ranges say.
+	// With an IPAM driver (remote) they are the pools it reserved at
+	// the network's first ADD, given back when the network is deleted.
 	Pools []Pool `json:"pools,omitempty"`
 }
 
@@ -59,6 +61,11 @@ type Network struct {
 type Pool struct {
 	Subnet  string `json:"subnet"`
 	Gateway string `json:"gateway,omitempty"`
+	// ID is the IPAM driver's name of a pool it reserved; "" otherwise.
+	ID string `json:"id,omitempty"`
+	// GatewayRequested: the gateway is an address the IPAM driver
+	// reserved in the pool, given back with it.
+	GatewayRequested bool `json:"gatewayRequested,omitempty"`
 }
 
 // staleDeletion is how long a network deletion may take before an ADD
@@ -93,6 +100,9 @@ type Endpoint struct {
 type Address struct {
 	Address string `json:"address"` // CIDR
 	Gateway string `json:"gateway,omitempty"`
+	// Pool is the ID of the IPAM driver's pool the address is of; ""
+	// for the built-in allocator and CNI IPAM plugins.
+	Pool string `json:"pool,omitempty"`
 }
 
 // Attachment is an endpoint's join to a sandbox.

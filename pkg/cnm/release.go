@@ -27,6 +27,9 @@ type Release struct {
 	ID        string    `json:"id"`
 	IPAM      string    `json:"ipam"`
 	Addresses []Address `json:"addresses,omitempty"`
+	// Pools are the pools of a deleted network an IPAM driver has to
+	// give back (Endpoint is then "", ID the network's).
+	Pools []Pool `json:"pools,omitempty"`
 	// NetConf is the plugin's stdin, Args its CNI_ARGS.
 	NetConf json.RawMessage `json:"netConf"`
 	Args    string          `json:"args,omitempty"`
@@ -41,7 +44,8 @@ func releaseKey(network, id string) string { return releasePrefix(network) + id 
 // releaseOf is the delegated release of ep's addresses, as req asks for it.
 func (c *Controller) releaseOf(req *Request, nw *Network, ep *Endpoint) *Release {
 	conf := json.RawMessage(req.Conf.Raw)
-	if !json.Valid(conf) {
+	if !json.Valid(conf) || c.ipamDriver(ep.IPAM) != nil && len(nw.Config) > 0 {
+		// An IPAM driver's plugin is the one that served the network.
 		conf = nw.Config
 	}
 	return &Release{
@@ -125,7 +129,7 @@ const (
 // never held anything). It returns what happened and why, or the error,
 // with the release kept.
 func (c *Controller) retryRelease(ctx context.Context, r *Release, current *NetConf, path string) (outcome, why string, err error) {
-	err = r.call(ctx, r.NetConf, path, "")
+	err = c.callRelease(ctx, r, r.NetConf, path, "")
 	if err == nil {
 		return released, "", c.forgetRelease(r)
 	}
@@ -138,7 +142,7 @@ func (c *Controller) retryRelease(ctx context.Context, r *Release, current *NetC
 	} else if now, known := ipamTypeOf(current.Raw); known {
 		switch {
 		case now == r.IPAM && !bytes.Equal(current.Raw, r.NetConf):
-			if err = r.call(ctx, current.Raw, path, ""); err == nil {
+			if err = c.callRelease(ctx, r, current.Raw, path, ""); err == nil {
 				return released, "", c.forgetRelease(r)
 			}
 		case now != r.IPAM && missing:

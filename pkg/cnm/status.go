@@ -56,7 +56,15 @@ func (c *Controller) Status(ctx context.Context, req *Request) error {
 		}
 		return unavailable("store: %v", err)
 	}
-	if ic != nil && ic.Delegated() {
+	if ic != nil && (ic.Remote() || c.ipamDriver(ic.Type) != nil) {
+		id := c.ipamDriver(ic.Type)
+		if id == nil {
+			return unavailable("ipam %s: %v", ic.Type, noIPAMDriver(ic.Type))
+		}
+		if err := id.Status(ctx, req.Conf.Raw); err != nil {
+			return unavailable("ipam %s: %v", ic.Type, err)
+		}
+	} else if ic != nil && ic.Delegated() {
 		if err := ipam.DelegateStatus(ctx, ic.Type, req.Conf.Raw, req.Path); err != nil {
 			return unavailable("ipam %s: %v", ic.Type, err)
 		}

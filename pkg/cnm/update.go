@@ -73,6 +73,13 @@ func checkAddressesKept(nw *Network, conf *NetConf) error {
 			nw.Name, describeAddresses(was), howTo)
 	case ipamType(was) != ipamType(is):
 		return invalidConfig("ipam.type: network %s exists with ipam %s, not %s; to change it %s", nw.Name, ipamType(was), ipamType(is), howTo)
+	case was.RemoteConf != nil && is.RemoteConf != nil:
+		// The pools were requested at the network's first ADD.
+		if !slices.Equal(was.RemoteConf.Pools, is.RemoteConf.Pools) || was.RemoteConf.AddressSpace != is.RemoteConf.AddressSpace {
+			return invalidConfig("ipam: network %s exists with the pools its remote IPAM plugin gave for %s; to ask for others %s",
+				nw.Name, describeRemotePools(was.RemoteConf), howTo)
+		}
+		return nil
 	case was.Delegated():
 		return nil
 	}
@@ -206,4 +213,23 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// describeRemotePools names what a remote IPAM section asked for.
+func describeRemotePools(rc *ipam.RemoteConfig) string {
+	var out []string
+	for _, p := range rc.Pools {
+		switch {
+		case p.Subnet != "":
+			out = append(out, p.Subnet)
+		case p.IPv6:
+			out = append(out, "an IPv6 pool of the plugin's choice")
+		default:
+			out = append(out, "an IPv4 pool of the plugin's choice")
+		}
+	}
+	if len(out) == 0 {
+		return "a pool of the plugin's choice"
+	}
+	return strings.Join(out, ", ")
 }

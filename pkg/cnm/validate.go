@@ -2,6 +2,7 @@ package cnm
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 
@@ -83,14 +84,30 @@ func CheckConfig(raw []byte, drivers *Drivers) (unknown []confcheck.Unknown, err
 type Drivers struct {
 	byType map[string]driverapi.Driver
 	scope  map[string]string
+	ipam   map[string]driverapi.IPAMDriver
 }
 
 // NewDrivers returns an empty set, to register drivers with.
 func NewDrivers() *Drivers {
-	return &Drivers{byType: map[string]driverapi.Driver{}, scope: map[string]string{}}
+	return &Drivers{byType: map[string]driverapi.Driver{}, scope: map[string]string{}, ipam: map[string]driverapi.IPAMDriver{}}
 }
 
-var _ driverapi.Registerer = (*Drivers)(nil)
+var (
+	_ driverapi.Registerer     = (*Drivers)(nil)
+	_ driverapi.IPAMRegisterer = (*Drivers)(nil)
+)
+
+// RegisterIPAMDriver implements driverapi.IPAMRegisterer.
+func (ds *Drivers) RegisterIPAMDriver(name string, d driverapi.IPAMDriver) error {
+	if _, ok := ds.ipam[name]; ok {
+		return fmt.Errorf("an ipam driver is already registered for ipam type %q", name)
+	}
+	ds.ipam[name] = d
+	return nil
+}
+
+// IPAMDriver is the IPAM driver of ipam type typ, nil when there is none.
+func (ds *Drivers) IPAMDriver(typ string) driverapi.IPAMDriver { return ds.ipam[typ] }
 
 // RegisterDriver implements driverapi.Registerer.
 func (ds *Drivers) RegisterDriver(name string, d driverapi.Driver, c driverapi.Capability) error {

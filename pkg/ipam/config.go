@@ -53,6 +53,8 @@ type Config struct {
 	RangeEnd   string         `json:"rangeEnd,omitempty"`
 	Gateway    string         `json:"gateway,omitempty"`
 	Routes     []*types.Route `json:"routes,omitempty"`
+	// RemoteConf is the section of a remote type (see RemoteType).
+	RemoteConf *RemoteConfig `json:"-"`
 }
 
 // RangeSet is a list of ranges of one IP family; an endpoint gets one
@@ -67,7 +69,8 @@ type Range struct {
 	Gateway    string `json:"gateway,omitempty"`
 }
 
-// Delegated reports whether addresses come from another IPAM plugin.
+// Delegated reports whether addresses come from another IPAM plugin: a
+// CNI IPAM plugin, or a remote one (Remote).
 func (c *Config) Delegated() bool {
 	return c != nil && c.Type != "" && c.Type != BuiltinType
 }
@@ -95,6 +98,7 @@ type rawRange struct {
 // returns it canonicalised. It returns (nil, nil) when the network has no
 // addresses: no ipam section, or a built-in one without ranges. For a
 // delegated type only Type is returned; the plugin checks its own config.
+// A remote type's section is read into RemoteConf.
 func ParseConfig(raw []byte) (*Config, error) {
 	var top struct {
 		IPAM json.RawMessage `json:"ipam"`
@@ -115,6 +119,13 @@ func ParseConfig(raw []byte) (*Config, error) {
 	c := &Config{}
 	if err := decodeAt("ipam.type", r.Type, &c.Type); err != nil {
 		return nil, err
+	}
+	if c.Remote() {
+		rc, err := parseRemote(top.IPAM)
+		if err != nil {
+			return nil, err
+		}
+		return &Config{Type: c.Type, RemoteConf: rc}, nil
 	}
 	if c.Delegated() {
 		return &Config{Type: c.Type}, nil

@@ -18,8 +18,8 @@ var (
 
 // UnknownKeys lists the keys of an ipam section (raw, the value of the
 // ipam key) that the built-in allocator does not read, in its ranges and
-// routes too, as paths from "ipam". A delegated section's keys are its
-// plugin's, and not looked at; values of the wrong form are ParseConfig's
+// routes too, as paths from "ipam" (a remote section's, the keys it does
+// not read). A delegated section's keys are its plugin's, and not looked at; values of the wrong form are ParseConfig's
 // to report, and skipped.
 func UnknownKeys(raw json.RawMessage) []confcheck.Unknown {
 	obj, ok := confcheck.Object(raw)
@@ -31,6 +31,9 @@ func UnknownKeys(raw json.RawMessage) []confcheck.Unknown {
 		return nil
 	}
 	var typ string
+	if json.Unmarshal(r.Type, &typ) == nil && typ == RemoteType {
+		return remoteUnknownKeys(obj)
+	}
 	if json.Unmarshal(r.Type, &typ) == nil && (&Config{Type: typ}).Delegated() {
 		return nil
 	}

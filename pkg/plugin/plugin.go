@@ -149,12 +149,27 @@ func (p *plugin) runWith(load func(*skel.CmdArgs) (*cnm.Request, error), args *s
 	return cniError(verb(context.Background(), c, req))
 }
 
+// ScopeChooser is implemented by a driver whose networks are not all of
+// the scope it registers with: each network's configuration chooses
+// (cnm-remote's networks have the scope of their Docker plugin). The
+// plugin asks it which store a request's network lives in before it
+// opens any; the driver then serves the store it is registered with.
+type ScopeChooser interface {
+	// NetworkScope is the scope of the network conf configures,
+	// driverapi.LocalScope or GlobalScope; "" for the registered one.
+	NetworkScope(conf *cnm.NetConf) (string, error)
+}
+
 // controller opens the store where the network of conf lives — the
 // host's own for a local-scope driver, the cluster store for a global
 // one — and builds a controller over it with the plugin's drivers.
 func (p *plugin) controller(conf *cnm.NetConf) (*cnm.Controller, error) {
 	var c *cnm.Controller
-	if p.scopeOf(conf.Type) == driverapi.GlobalScope {
+	scope, err := p.scopeOf(conf)
+	if err != nil {
+		return nil, cniError(err)
+	}
+	if scope == driverapi.GlobalScope {
 		if err := cnm.RequireCluster(conf); err != nil {
 			return nil, err
 		}
@@ -180,14 +195,21 @@ func (p *plugin) controller(conf *cnm.NetConf) (*cnm.Controller, error) {
 	return c, nil
 }
 
-// scopeOf is the scope of the driver of network type typ, "" when the
-// plugin has none (the controller then says so).
-func (p *plugin) scopeOf(typ string) string {
+// scopeOf is the scope of conf's network: the one its driver registered
+// with, or the one it chooses for conf (ScopeChooser); "" when the plugin
+// has no driver of its type (the controller then says so).
+func (p *plugin) scopeOf(conf *cnm.NetConf) (string, error) {
 	ds := cnm.NewDrivers()
 	if p.register(ds) != nil {
-		return ""
+		return "", nil
 	}
-	return ds.Scope(typ)
+	if sc, ok := ds.Driver(conf.Type).(ScopeChooser); ok {
+		scope, err := sc.NetworkScope(conf)
+		if err != nil || scope != "" {
+			return scope, err
+		}
+	}
+	return ds.Scope(conf.Type), nil
 }
 
 // storeError is the CNI error of a store that cannot be opened: try

@@ -3,6 +3,7 @@ package remote
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -23,6 +24,9 @@ type netConf struct {
 	Socket  string            `json:"socket,omitempty"`
 	Timeout json.RawMessage   `json:"timeout,omitempty"`
 	Options map[string]string `json:"options,omitempty"`
+	// AdvertiseAddress is this host's address as a global plugin's
+	// node discovery gives it (see discovery.go).
+	AdvertiseAddress string `json:"advertiseAddress,omitempty"`
 }
 
 // target is how a network's plugin is reached, as recorded with it.
@@ -41,7 +45,7 @@ func (t target) String() string {
 
 // KnownKeys implements driverapi.KeyDeclarer.
 func (d *Driver) KnownKeys() []string {
-	return []string{"plugin", "socket", "timeout", "options"}
+	return []string{"plugin", "socket", "timeout", "options", "advertiseAddress"}
 }
 
 // ValidateConfig implements driverapi.ConfigValidator.
@@ -87,6 +91,9 @@ func parseConf(raw []byte) (*netConf, target, error) {
 			return nil, target{}, invalid("timeout: %q is not a duration from %s to %s such as \"10s\"", s, minTimeout, maxTimeout)
 		}
 		t.Timeout = d
+	}
+	if c.AdvertiseAddress != "" && net.ParseIP(c.AdvertiseAddress) == nil {
+		return nil, target{}, invalid("advertiseAddress: %q is not an IP address", c.AdvertiseAddress)
 	}
 	return c, t, nil
 }

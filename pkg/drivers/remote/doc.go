@@ -20,4 +20,9 @@
 // is recorded as pending (and said on stderr), sent again before the
 // next call concerning its network and by STATUS, and listed and
 // finished by cnmctl check (the driver's Janitor).
+//
+// A network has its plugin's scope (scope.go): a global-scope plugin's
+// networks are in the cluster store, shared by every host, with what
+// each host's plugin made and is owed kept under that host; the plugin
+// is told of its own host by node discovery (discovery.go).
 package remote

@@ -29,7 +29,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, jinfo driverapi.JoinInfo, opts d
 	if err := d.flush(ctx, nid); err != nil {
 		return cniError("plugin "+n.Target.String(), err)
 	}
-	if err := d.putEndpoint(eid, &endpoint{Network: nid, Joined: true}); err != nil {
+	if err := d.putEndpoint(eid, &endpoint{Network: nid, Joined: true, Host: d.host}); err != nil {
 		return err
 	}
 	var reply joinReply

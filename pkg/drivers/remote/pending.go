@@ -32,6 +32,7 @@ func pendingKey(nid, eid, method string) string {
 		"NetworkDriver.Leave":                      "1",
 		"NetworkDriver.DeleteEndpoint":             "2",
 		"NetworkDriver.DeleteNetwork":              "3",
+		"NetworkDriver.DiscoverDelete":             "4",
 	}[method]
 	if eid == "" {
 		eid = "-"
@@ -52,6 +53,8 @@ func (d *Driver) send(t target, nid, eid, method string, args any) error {
 	}
 	if err == nil {
 		err = d.call(t, method, args)
+	} else {
+		err = fmt.Errorf("%s: not sent, a call before it is owed: %w", method, err)
 	}
 	if err == nil || dockerplugin.IsNotFound(err) {
 		return nil
@@ -66,7 +69,7 @@ func (d *Driver) send(t target, nid, eid, method string, args any) error {
 	}
 	p := pendingCall{Target: t, Method: method, Args: raw, Error: err.Error(), Since: time.Now().UTC()}
 	fmt.Fprintf(d.log, "%s: %v; released here, the plugin is told when it answers (cnmctl check lists it)\n", NetworkType, err)
-	return d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, pendingKey(nid, eid, method), p) })
+	return d.hostStore.Update(func(tx store.Tx) error { return store.PutJSON(tx, pendingKey(nid, eid, method), p) })
 }
 
 func (d *Driver) call(t target, method string, args any) error {
@@ -83,7 +86,7 @@ func (d *Driver) pending(nid string) (keys []string, calls []pendingCall, err er
 	if nid != "" {
 		prefix += nid + "/"
 	}
-	err = d.store.View(func(tx store.Tx) error {
+	err = d.hostStore.View(func(tx store.Tx) error {
 		return tx.Scan(prefix, func(k string, v []byte) error {
 			var p pendingCall
 			if err := json.Unmarshal(v, &p); err != nil {
@@ -112,7 +115,7 @@ func (d *Driver) flush(_ context.Context, nid string) error {
 		if err != nil && !dockerplugin.IsNotFound(err) {
 			fmt.Fprintf(d.log, "%s: owed call: %v (dropped: the plugin answered)\n", NetworkType, err)
 		}
-		if err := d.store.Update(func(tx store.Tx) error { return tx.Delete(keys[i]) }); err != nil {
+		if err := d.hostStore.Update(func(tx store.Tx) error { return tx.Delete(keys[i]) }); err != nil {
 			return err
 		}
 	}
@@ -138,7 +141,9 @@ func (d *Driver) Orphans(nid string, eids []string) ([]driverapi.Orphan, error) 
 	err = d.store.View(func(tx store.Tx) error {
 		return tx.Scan("endpoints/", func(k string, v []byte) error {
 			var e endpoint
-			if json.Unmarshal(v, &e) != nil || e.Network != nid {
+			// Of a global network, only what this host's plugin was
+			// told last: another host's are that host's to audit.
+			if json.Unmarshal(v, &e) != nil || e.Network != nid || e.Host != d.host {
 				return nil
 			}
 			if eid := strings.TrimPrefix(k, "endpoints/"); !live[eid] {

@@ -21,8 +21,15 @@ const NetworkType = "cnm-remote"
 
 // Driver forwards a network's driver calls to its Docker network plugin.
 type Driver struct {
-	store store.Store
-	dirs  dockerplugin.Dirs
+	// store is the driver's space, shared by every host for the networks
+	// of a global-scope plugin: the endpoints the plugins were told of.
+	// hostStore is this host's part (the same space for a local plugin):
+	// the networks its plugin made, the calls it is owed, what it was
+	// told of this host.
+	store, hostStore store.Store
+	// host is this host's name in the cluster store; "" in a host's own.
+	host string
+	dirs dockerplugin.Dirs
 	// log is where what DEL cannot finish is said (stderr).
 	log io.Writer
 
@@ -50,11 +57,33 @@ func Register(r driverapi.Registerer) error {
 func RegisterWithDirs(dirs dockerplugin.Dirs) func(driverapi.Registerer) error {
 	return func(r driverapi.Registerer) error {
 		d := &Driver{store: r.DriverStore(NetworkType), dirs: dirs, log: os.Stderr, clients: map[target]*dockerplugin.Client{}}
-		// The core picks a network's store by the scope registered here,
-		// before any configuration is read: the driver serves plugins
-		// of local scope (see CreateNetwork).
-		return r.RegisterDriver(NetworkType, d, driverapi.Capability{Scope: driverapi.LocalScope})
+		d.hostStore = d.store
+		// A network has its plugin's scope, which the plugin asks of
+		// NetworkScope before it opens the network's store: the driver
+		// serves the networks of the store it is registered with, the
+		// cluster store's (global scope) when the controller acts for a
+		// host in one.
+		scope := driverapi.LocalScope
+		if h, ok := r.(clusterHost); ok && h.Host() != "" {
+			scope, d.host, d.hostStore = driverapi.GlobalScope, h.Host(), r.DriverHostStore(NetworkType)
+		}
+		return r.RegisterDriver(NetworkType, d, driverapi.Capability{Scope: scope})
 	}
+}
+
+// clusterHost is implemented by a controller over a cluster store
+// (cnm.Controller): Host names the host it acts for there, "" in a
+// host's own store.
+type clusterHost interface {
+	Host() string
+}
+
+// scope is the scope of the networks the driver serves.
+func (d *Driver) scope() string {
+	if d.host != "" {
+		return driverapi.GlobalScope
+	}
+	return driverapi.LocalScope
 }
 
 // Type implements driverapi.Driver.
@@ -74,6 +103,9 @@ type endpoint struct {
 	Network string `json:"network"`
 	// Joined is set from before the Join call until Leave was sent.
 	Joined bool `json:"joined,omitempty"`
+	// Host is the host whose plugin was told of it last (CreateEndpoint,
+	// Join), for a global-scope plugin's network; "" in a host's store.
+	Host string `json:"host,omitempty"`
 }
 
 func networkKey(nid string) string  { return "networks/" + nid }
@@ -134,9 +166,11 @@ func cniError(what string, err error) error {
 	}
 }
 
+// A network's record is its host's: each host of a global network runs
+// CreateNetwork on its own plugin, which its configuration names.
 func (d *Driver) getNetwork(nid string) (*network, error) {
 	var n network
-	err := d.store.View(func(tx store.Tx) error { return store.GetJSON(tx, networkKey(nid), &n) })
+	err := d.hostStore.View(func(tx store.Tx) error { return store.GetJSON(tx, networkKey(nid), &n) })
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +178,7 @@ func (d *Driver) getNetwork(nid string) (*network, error) {
 }
 
 func (d *Driver) putNetwork(nid string, n *network) error {
-	return d.store.Update(func(tx store.Tx) error { return store.PutJSON(tx, networkKey(nid), n) })
+	return d.hostStore.Update(func(tx store.Tx) error { return store.PutJSON(tx, networkKey(nid), n) })
 }
 
 func (d *Driver) getEndpoint(eid string) (*endpoint, error) {
@@ -173,16 +207,14 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) error {
 	if err != nil {
 		return cniError("plugin "+t.String(), err)
 	}
-	var caps capabilitiesReply
-	if err := c.Call(ctx, "NetworkDriver.GetCapabilities", struct{}{}, &caps); err != nil {
+	// Asked by NetworkScope moments ago, and kept: not asked again.
+	caps, err := d.capabilities(ctx, t, dataDirOf(info.Config))
+	if err != nil {
 		return cniError("plugin "+t.String(), err)
 	}
-	switch caps.Scope {
-	case driverapi.LocalScope:
-	case driverapi.GlobalScope:
-		return invalid("plugin: %s is a global-scope plugin, whose networks span hosts; cnm-remote serves local-scope plugins", t)
-	default:
-		return cniError("plugin "+t.String(), fmt.Errorf("GetCapabilities: Scope %q is neither local nor global", caps.Scope))
+	if caps.Scope != d.scope() {
+		// The plugin changed its scope since this invocation chose the store.
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("plugin %s: GetCapabilities: Scope %q, but this invocation chose the store of %s scope: try again", t, caps.Scope, d.scope()), "")
 	}
 	generic := map[string]any{}
 	for k, v := range conf.Options {
@@ -219,7 +251,10 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) error {
 		return cniError("plugin "+t.String(), err)
 	}
 	n.Created = true
-	return d.putNetwork(nid, n)
+	if err := d.putNetwork(nid, n); err != nil {
+		return err
+	}
+	return d.discoverNew(ctx, c, nid, n, conf)
 }
 
 // DeleteNetwork implements driverapi.Driver. It fails only when the
@@ -235,7 +270,10 @@ func (d *Driver) DeleteNetwork(nid string) error {
 	if err := d.send(n.Target, nid, "", "NetworkDriver.DeleteNetwork", networkRequest{NetworkID: nid}); err != nil {
 		return err
 	}
-	return d.store.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
+	if err := d.discoverDelete(nid, n); err != nil {
+		return err
+	}
+	return d.hostStore.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
 }
 
 // CreateEndpoint implements driverapi.Driver: the plugin gets the
@@ -257,7 +295,7 @@ func (d *Driver) CreateEndpoint(nid, eid string, epInfo driverapi.EndpointInfo, 
 	if ifc := epInfo.Interface(); ifc != nil {
 		req.Interface = interfaceOf(ifc)
 	}
-	if err := d.putEndpoint(eid, &endpoint{Network: nid}); err != nil {
+	if err := d.putEndpoint(eid, &endpoint{Network: nid, Host: d.host}); err != nil {
 		return err
 	}
 	var reply createEndpointReply
