@@ -143,6 +143,43 @@ var _ = Describe("cnm-remote with a Docker network plugin", func() {
 		Expect(vethsIn(w.hostNS)).To(BeEmpty())
 	})
 
+	It("deletes through a plugin restarted between ADD and DEL, at once", func() {
+		c := newContainer("c")
+		_, err := w.add("1.1.0", c, "", nil)
+		Expect(err).NotTo(HaveOccurred())
+		w.server.stop()
+		w.server.start()
+		stderr, err := w.del("1.1.0", c, "")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(stderr).NotTo(ContainSubstring("the plugin is told when it answers"))
+		Expect(w.plugin.Endpoints()).To(BeZero())
+		Expect(vethsIn(w.hostNS)).To(BeEmpty())
+	})
+
+	It("deletes through a plugin restarted without its state, leaving nothing here; an ADD then carries the plugin's refusal", func() {
+		c := newContainer("c")
+		_, err := w.add("1.1.0", c, "", nil)
+		Expect(err).NotTo(HaveOccurred())
+		w.server.stop()
+		w.plugin = newTestPlugin(w.hostNS)
+		w.server.plugin = w.plugin
+		w.server.start()
+		_, err = w.del("1.1.0", c, "")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(linksIn(c.ns)).To(BeEmpty())
+		Expect(vethsIn(w.hostNS)).To(BeEmpty())
+		_, err = w.del("1.1.0", c, "")
+		Expect(err).NotTo(HaveOccurred(), "DEL again")
+		// As with the Docker daemon, the plugin has lost the network: an
+		// ADD says so, with the plugin's words, and leaves nothing.
+		c2 := newContainer("c2")
+		_, err = w.add("1.1.0", c2, "", nil)
+		Expect(cniCode(err)).To(BeEquivalentTo(999), "%v", err)
+		Expect(err.Error()).To(ContainSubstring("no network"))
+		Expect(linksIn(c2.ns)).To(BeEmpty())
+		Expect(vethsIn(w.hostNS)).To(BeEmpty())
+	})
+
 	DescribeTable("refuses bad configuration with 7 naming the key",
 		func(more map[string]any, key string) {
 			c := newContainer("c")
