@@ -15,19 +15,10 @@ import (
 // made in the host namespace, which the core moves into the sandbox and
 // names CNI_IFNAME, and gives the gateways and static routes.
 func (d *Driver) Join(nid, eid, sboxKey string, jinfo driverapi.JoinInfo, opts driverapi.Options) (err error) {
-	n, err := d.getNetwork(nid)
-	if err != nil {
-		return fmt.Errorf("remote: network %s: %w", nid, err)
-	}
 	ctx := context.Background()
-	c, err := d.activated(ctx, n.Target)
+	n, c, err := d.ready(ctx, nid)
 	if err != nil {
-		return cniError("plugin "+n.Target.String(), err)
-	}
-	// A Leave still owed for this endpoint goes first, or it would undo
-	// this join when it is sent.
-	if err := d.flush(ctx, nid); err != nil {
-		return cniError("plugin "+n.Target.String(), err)
+		return err
 	}
 	if err := d.putEndpoint(eid, &endpoint{Network: nid, Joined: true, Host: d.host}); err != nil {
 		return err

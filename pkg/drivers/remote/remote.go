@@ -276,20 +276,31 @@ func (d *Driver) DeleteNetwork(nid string) error {
 	return d.hostStore.Update(func(tx store.Tx) error { return tx.Delete(networkKey(nid)) })
 }
 
+// ready returns network nid's record and its plugin, activated, once
+// what is still owed to the plugin for the network is sent: a Leave
+// owed for an endpoint would otherwise undo its next Join when sent.
+func (d *Driver) ready(ctx context.Context, nid string) (*network, *dockerplugin.Client, error) {
+	n, err := d.getNetwork(nid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("remote: network %s: %w", nid, err)
+	}
+	c, err := d.activated(ctx, n.Target)
+	if err != nil {
+		return nil, nil, cniError("plugin "+n.Target.String(), err)
+	}
+	if err := d.flush(ctx, nid); err != nil {
+		return nil, nil, cniError("plugin "+n.Target.String(), err)
+	}
+	return n, c, nil
+}
+
 // CreateEndpoint implements driverapi.Driver: the plugin gets the
 // endpoint's assigned interface and may fill in only what is empty.
 func (d *Driver) CreateEndpoint(nid, eid string, epInfo driverapi.EndpointInfo, _ driverapi.Options) (err error) {
-	n, err := d.getNetwork(nid)
-	if err != nil {
-		return fmt.Errorf("remote: network %s: %w", nid, err)
-	}
 	ctx := context.Background()
-	c, err := d.activated(ctx, n.Target)
+	n, c, err := d.ready(ctx, nid)
 	if err != nil {
-		return cniError("plugin "+n.Target.String(), err)
-	}
-	if err := d.flush(ctx, nid); err != nil {
-		return cniError("plugin "+n.Target.String(), err)
+		return err
 	}
 	req := createEndpointRequest{NetworkID: nid, EndpointID: eid, Interface: &endpointInterface{}, Options: map[string]any{}}
 	if ifc := epInfo.Interface(); ifc != nil {
