@@ -196,6 +196,39 @@ var _ = Describe("cnmctl check of an overlay network", func() {
 		Expect(found).To(BeEmpty())
 	})
 
+	It("makes a bridge deleted by hand again with the endpoints' veths on it, at the next ADD and by --repair", func() {
+		w := newWorld(2)
+		h1 := w.hosts[0]
+		c1 := h1.add(publishing(8080), "c1", "")
+		c2 := w.hosts[1].add(net1, "c2", "")
+		w.sync()
+		Expect(c1.ping(c2.ip, 0)).To(Succeed())
+		nid := w.networkID(net1.name)
+		br, _ := dataplane.Names(nid)
+		eid1 := endpointID(h1, "c1")
+		serve(c1.ns, ":80")
+		Expect(dial(h1.ns, "127.0.0.1:8080")).NotTo(BeEmpty())
+
+		By("cnmctl check --repair")
+		in(h1.ns, func() error { return deleteLink(br) })
+		Expect(c1.unreachable(c2.ip)).To(BeTrue())
+		found, code := h1.check(true)
+		Expect(code).To(BeZero(), "%+v", found)
+		Expect(h1.masterOf(hostVeth(eid1))).To(Equal(br))
+		Expect(h1.hairpin(hostVeth(eid1))).To(BeTrue(), "it publishes a port")
+		Expect(c1.ping(c2.ip, 0)).To(Succeed())
+		Expect(c1.check(publishing(8080), "")).To(Succeed())
+		Expect(dial(h1.ns, "127.0.0.1:8080")).NotTo(BeEmpty(), "its port on loopback too")
+
+		By("the next ADD")
+		in(h1.ns, func() error { return deleteLink(br) })
+		c3 := h1.add(net1, "c3", "")
+		Expect(h1.masterOf(hostVeth(eid1))).To(Equal(br))
+		Expect(c1.ping(c2.ip, 0)).To(Succeed())
+		Expect(c3.ping(c1.ip, 0)).To(Succeed())
+		Expect(dial(h1.ns, "127.0.0.1:8080")).NotTo(BeEmpty())
+	})
+
 	It("collects on GC the veth and peer record of an attachment the runtime no longer lists", func() {
 		w := newWorld(1)
 		h1 := w.hosts[0]
@@ -256,4 +289,39 @@ func objects(found []finding) []string {
 		out = append(out, f.Kind+" "+f.Object)
 	}
 	return out
+}
+
+// masterOf is the name of the master of link name in h's namespace, ""
+// for none.
+func (h *host) masterOf(name string) string {
+	GinkgoHelper()
+	master := ""
+	in(h.ns, func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil || l.Attrs().MasterIndex == 0 {
+			return err
+		}
+		m, err := netlink.LinkByIndex(l.Attrs().MasterIndex)
+		if err == nil {
+			master = m.Attrs().Name
+		}
+		return err
+	})
+	return master
+}
+
+// hairpin says whether bridge port name in h's namespace is hairpin.
+func (h *host) hairpin(name string) bool {
+	GinkgoHelper()
+	on := false
+	in(h.ns, func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		pi, err := netlink.LinkGetProtinfo(l)
+		on = pi.Hairpin
+		return err
+	})
+	return on
 }

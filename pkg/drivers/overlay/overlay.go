@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
@@ -262,8 +263,10 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err erro
 	return nil
 }
 
-// setUpHost makes the network's data plane and firewall rules here and
-// programs the network's remote peers.
+// setUpHost makes the network's data plane here (with the endpoints'
+// veths plugged back when it is made anew) and its firewall rules (the
+// published ports included), and programs the network's remote peers.
+// The caller holds the host lock.
 func (d *Driver) setUpHost(nid string, h *records.HostNetwork) error {
 	dn, err := h.Dataplane(nid)
 	if err != nil {
@@ -271,6 +274,9 @@ func (d *Driver) setUpHost(nid string, h *records.HostNetwork) error {
 	}
 	if err := dataplane.Ensure(dn); err != nil {
 		return dataplaneError(err)
+	}
+	if err := d.replugVeths(nid, dn.Bridge); err != nil {
+		return err
 	}
 	if err := enableForwarding(h); err != nil {
 		return err
@@ -280,7 +286,57 @@ func (d *Driver) setUpHost(nid string, h *records.HostNetwork) error {
 			return err
 		}
 	}
+	if err := d.republish(nid, h); err != nil {
+		return err
+	}
 	return d.reconcilePeers(nid, h, dn)
+}
+
+// republish writes the ports the network's endpoints here publish, if
+// any: a bridge made anew has lost its route_localnet.
+func (d *Driver) republish(nid string, h *records.HostNetwork) error {
+	mappings, err := d.ports().Network(nid)
+	if err != nil || len(mappings) == 0 {
+		return err
+	}
+	return d.syncPortsLocked(nid, h)
+}
+
+// replugVeths puts the host veths of the network's endpoints here back
+// on its bridge, as Join made them (hairpin when the endpoint publishes
+// ports): a bridge deleted by hand let go of them, and the one Ensure
+// made anew has none.
+func (d *Driver) replugVeths(nid, bridge string) error {
+	veths, err := networkVeths(nid)
+	if err != nil || len(veths) == 0 {
+		return err
+	}
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", bridge, err)
+	}
+	var errs []error
+	for name, eid := range veths {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("find %s: %w", name, err))
+			continue
+		}
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			continue
+		}
+		r, err := d.ports().Of(eid)
+		if err == nil {
+			err = netlink.LinkSetMaster(l, br)
+		}
+		if err == nil && len(r.Ports) > 0 {
+			err = netlink.LinkSetHairpin(l, true)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("plug %s into bridge %s: %w", name, bridge, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ensureFirewall writes the network's rules here, the shared chains and
