@@ -1,6 +1,7 @@
 package overlay_test
 
 import (
+	"encoding/json"
 	"net"
 	"strings"
 
@@ -32,6 +33,29 @@ var _ = Describe("cnm-overlay configuration and lifecycle", func() {
 		Entry("an mtu above what the underlay carries", map[string]any{"mtu": underlayMTU - 49}, "mtu"),
 		Entry("an underlay address not on this host", map[string]any{"underlayAddress": "192.168.99.9"}, "underlayAddress"),
 	)
+
+	It("shows its part on each host in cnmctl network inspect: VNI, port, devices, VTEP, and the endpoints forwarded to", func() {
+		w := newWorld(2)
+		a, b := w.hosts[0], w.hosts[1]
+		a.add(net1, "on-a", "")
+		b.add(net1, "on-b", "")
+		w.sync()
+		nid := w.networkID(net1.name)
+		br, vx := dataplane.Names(nid)
+		out, code := a.cnmctl("network", "inspect", net1.name)
+		Expect(code).To(BeZero(), "%s", out)
+		var v struct {
+			Host map[string]any `json:"host"`
+		}
+		Expect(json.Unmarshal(out, &v)).To(Succeed(), "%s", out)
+		Expect(v.Host).To(HaveKeyWithValue("vni", BeNumerically(">=", 4096)))
+		Expect(v.Host).To(HaveKeyWithValue("vxlanPort", BeNumerically("==", 4789)))
+		Expect(v.Host).To(HaveKeyWithValue("bridge", br))
+		Expect(v.Host).To(HaveKeyWithValue("vxlan", vx))
+		Expect(v.Host).To(HaveKeyWithValue("underlayAddress", a.ip.String()))
+		Expect(v.Host).To(HaveKeyWithValue("host", a.name))
+		Expect(v.Host).To(HaveKeyWithValue("remoteEndpointsProgrammed", BeNumerically("==", 1)))
+	})
 
 	It("refuses a VNI another network holds, and a change of a network's VNI, creating nothing", func() {
 		w := newWorld(1)

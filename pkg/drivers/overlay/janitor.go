@@ -315,3 +315,32 @@ func (d *Driver) removeOrphanPeer(nid, host, key string) error {
 	}
 	return nil
 }
+
+var _ driverapi.NetworkDescriber = (*Driver)(nil)
+
+// NetworkOperInfo implements driverapi.NetworkDescriber: the network's
+// part on this host as cnmctl network inspect shows it, under the keys
+// that set it, with the devices, the VTEP and how many endpoints of
+// other hosts this host forwards to. Empty when the network has no state
+// here.
+func (d *Driver) NetworkOperInfo(nid string) (map[string]any, error) {
+	h, err := d.hostNetwork(nid)
+	if err != nil || h == nil {
+		return map[string]any{}, err
+	}
+	info := map[string]any{
+		"vni": h.VNI, "vxlanPort": h.Port, "mtu": h.MTU, "ipMasq": h.IPMasq, "isolation": h.Isolation,
+		"underlayInterface": h.Underlay, "underlayAddress": h.LocalIP,
+		"bridge": h.Bridge, "vxlan": h.VXLAN, "host": h.Host, "subnets": h.Subnets,
+	}
+	dn, err := h.Dataplane(nid)
+	if err != nil {
+		return nil, err
+	}
+	// Read in the namespace cnmctl runs in: when it is not the
+	// plugins', the forwarding entries are not to be found.
+	if peers, err := dataplane.Peers(dn); err == nil {
+		info["remoteEndpointsProgrammed"] = len(peers)
+	}
+	return info, nil
+}
