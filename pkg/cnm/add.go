@@ -147,6 +147,16 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 	// again saves a cluster store two reads.
 	changed := !bytes.Equal(networkState(j.nw), j.reserved)
 	if err := c.store.Update(func(tx store.Tx) error {
+		keys := []string{sandboxKey(j.ep.Sandbox.Key)}
+		if j.ep.MAC != "" {
+			keys = append(keys, macKey(j.ep.Network, j.ep.MAC))
+		}
+		if changed {
+			keys = append(keys, networkKey(j.nw.Name), hostNetworkKey(j.nw.Name))
+		}
+		if err := store.Prefetch(tx, keys...); err != nil {
+			return err
+		}
 		if changed {
 			if err := putNetwork(tx, j.nw); err != nil {
 				return err
@@ -191,7 +201,11 @@ func (c *Controller) lookUp(req *Request, id identity) (named, error) {
 	var n named
 	err := c.store.View(func(tx store.Tx) error {
 		n = named{}
-		nw, err := getNetwork(tx, req.Conf.Name)
+		name := req.Conf.Name
+		if err := store.Prefetch(tx, networkKey(name), hostNetworkKey(name), endpointKey(name, id.Name)); err != nil {
+			return err
+		}
+		nw, err := getNetwork(tx, name)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -240,6 +254,12 @@ func (c *Controller) reserve(j *join, id identity, static staticRequest) error {
 		// A cluster store runs this again when a concurrent transaction
 		// conflicts with it: nothing of an earlier run may stay.
 		j.nw, j.ep, j.prior, j.cursors, j.newNetwork, j.reserved = nil, nil, nil, nil, false, nil
+		// What it reads for certain, in one go where the store can.
+		name := req.Conf.Name
+		if err := store.Prefetch(tx, networkKey(name), hostNetworkKey(name), attachmentKey(name, req.ContainerID, req.IfName),
+			endpointKey(name, id.Name), sandboxKey(req.NetNS)); err != nil {
+			return err
+		}
 		nw, err := getNetwork(tx, req.Conf.Name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):

@@ -201,8 +201,12 @@ func (c *Controller) networkInfo(conf *NetConf, nw *Network) driverapi.NetworkIn
 // (container ID, ifname); either is nil when absent.
 func (c *Controller) lookup(req *Request) (nw *Network, ep *Endpoint, err error) {
 	err = c.store.View(func(tx store.Tx) error {
+		name := req.Conf.Name
+		if err := store.Prefetch(tx, networkKey(name), hostNetworkKey(name), attachmentKey(name, req.ContainerID, req.IfName)); err != nil {
+			return err
+		}
 		var err error
-		nw, err = getNetwork(tx, req.Conf.Name)
+		nw, err = getNetwork(tx, name)
 		if errors.Is(err, store.ErrNotFound) {
 			nw = nil
 			return nil

@@ -57,6 +57,9 @@ func (c *Controller) leave(ctx context.Context, req *Request, nw *Network, ep *E
 	}
 	before := ep.Sandbox
 	return c.store.Update(func(tx store.Tx) error {
+		if err := prefetchEndpoint(tx, &Endpoint{Network: ep.Network, Name: ep.Name, MAC: ep.MAC, Sandbox: before}); err != nil {
+			return err
+		}
 		ep.Sandbox = nil
 		ep.State = StateLeft
 		ep.LeftAt = c.now().UTC()
@@ -126,6 +129,9 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 		}
 	}
 	return c.store.Update(func(tx store.Tx) error {
+		if err := prefetchEndpoint(tx, ep); err != nil {
+			return err
+		}
 		if ep.IPAM == ipam.BuiltinType {
 			if err := ipam.NewAllocator(tx, nw.Name, nil).Release(ep.ID, ep.ips()); err != nil {
 				return fmt.Errorf("release addresses of endpoint %s: %w", ep.Name, err)
@@ -150,6 +156,9 @@ func (c *Controller) destroy(ctx context.Context, req *Request, nw *Network, ep 
 func (c *Controller) claimForDelete(ep *Endpoint) (bool, error) {
 	mine := false
 	err := c.store.Update(func(tx store.Tx) error {
+		if err := prefetchEndpoint(tx, ep); err != nil {
+			return err
+		}
 		cur, err := getEndpoint(tx, ep.Network, ep.Name)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil

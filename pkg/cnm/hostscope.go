@@ -63,6 +63,16 @@ func (t *hostTx) Get(k string) ([]byte, error)     { return t.tx.Get(t.key(k)) }
 func (t *hostTx) Put(k string, value []byte) error { return t.tx.Put(t.key(k), value) }
 func (t *hostTx) Delete(k string) error            { return t.tx.Delete(t.key(k)) }
 
+// Prefetch implements store.Prefetcher, host-local keys in the host's
+// space.
+func (t *hostTx) Prefetch(keys ...string) error {
+	mapped := make([]string, len(keys))
+	for i, k := range keys {
+		mapped[i] = t.key(k)
+	}
+	return store.Prefetch(t.tx, mapped...)
+}
+
 func (t *hostTx) Scan(prefix string, fn func(string, []byte) error) error {
 	mapped := t.key(prefix)
 	if mapped == prefix {

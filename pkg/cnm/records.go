@@ -464,6 +464,23 @@ func unindexAttachment(tx store.Tx, ep *Endpoint, a *Attachment) error {
 	return store.PutJSON(tx, sandboxKey(a.Key), sb)
 }
 
+// prefetchEndpoint reads at once, where the store can, the keys that
+// writing or deleting ep's record reads: the record, its MAC's, and its
+// attachment's and sandbox's on the attachment's host.
+func prefetchEndpoint(tx store.Tx, ep *Endpoint) error {
+	keys := []string{endpointKey(ep.Network, ep.Name)}
+	if ep.MAC != "" {
+		keys = append(keys, macKey(ep.Network, ep.MAC))
+	}
+	if err := store.Prefetch(tx, keys...); err != nil {
+		return err
+	}
+	if a := ep.Sandbox; a != nil {
+		return store.Prefetch(onHost(tx, a.Host), attachmentKey(ep.Network, a.ContainerID, a.IfName), sandboxKey(a.Key))
+	}
+	return nil
+}
+
 // deleteEndpointRecord removes ep and its indexes.
 func deleteEndpointRecord(tx store.Tx, ep *Endpoint) error {
 	if ep.Sandbox != nil {

@@ -55,6 +55,25 @@ type Tx interface {
 	Scan(prefix string, fn func(key string, value []byte) error) error
 }
 
+// Prefetcher is implemented by the transactions of a store that reads
+// several keys at once for less than one by one (a cluster store: one
+// round trip for them all). Prefetch reads keys now, at the
+// transaction's revision; a later Get of one of them costs nothing. A
+// key prefetched but never got is not read as far as the transaction is
+// concerned: its change does not make the transaction run again.
+type Prefetcher interface {
+	Prefetch(keys ...string) error
+}
+
+// Prefetch has tx read keys at once when it can (Prefetcher), and does
+// nothing otherwise: a Get of each costs what it costs.
+func Prefetch(tx Tx, keys ...string) error {
+	if p, ok := tx.(Prefetcher); ok {
+		return p.Prefetch(keys...)
+	}
+	return nil
+}
+
 // GetJSON decodes the value of key into v.
 func GetJSON(tx Tx, key string, v any) error {
 	b, err := tx.Get(key)
@@ -106,6 +125,15 @@ type prefixTx struct {
 func (p *prefixTx) Get(key string) ([]byte, error)     { return p.tx.Get(p.prefix + key) }
 func (p *prefixTx) Put(key string, value []byte) error { return p.tx.Put(p.prefix+key, value) }
 func (p *prefixTx) Delete(key string) error            { return p.tx.Delete(p.prefix + key) }
+
+// Prefetch implements Prefetcher, for the keys of the prefixed space.
+func (p *prefixTx) Prefetch(keys ...string) error {
+	mapped := make([]string, len(keys))
+	for i, k := range keys {
+		mapped[i] = p.prefix + k
+	}
+	return Prefetch(p.tx, mapped...)
+}
 
 func (p *prefixTx) Scan(prefix string, fn func(string, []byte) error) error {
 	return p.tx.Scan(p.prefix+prefix, func(k string, v []byte) error {

@@ -37,6 +37,9 @@ type tx struct {
 	seen  map[string]kv // every key read, by Get or within a Scan
 	gets  []string      // keys read by a Get of their own
 	scans []string      // prefixes read by Scan
+	// prefetched are keys read ahead (Prefetch) and not got yet: not
+	// conditions of the commit until a Get takes them into seen.
+	prefetched map[string]kv
 
 	writes map[string]write
 
@@ -60,6 +63,11 @@ func (t *tx) Get(key string) ([]byte, error) {
 		return clone(w.value), nil
 	}
 	r, ok := t.seen[key]
+	if p, ahead := t.prefetched[key]; !ok && ahead {
+		r, ok = p, true
+		t.seen[key] = r
+		t.gets = append(t.gets, key)
+	}
 	if !ok && !t.scanned(key) {
 		kvs, err := t.read("get "+key, key, false)
 		if err != nil {
@@ -119,6 +127,89 @@ func (t *tx) Scan(prefix string, fn func(string, []byte) error) error {
 		}
 	}
 	return nil
+}
+
+// maxPrefetch bounds one Prefetch request, well within MaxTxnOps.
+const maxPrefetch = MaxTxnOps / 2
+
+// Prefetch implements store.Prefetcher: the keys the transaction has
+// not read, written or scanned yet, in one etcd request at its revision
+// (the first read fixes it, as a Get's would).
+func (t *tx) Prefetch(keys ...string) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	var want []string
+	for _, k := range keys {
+		_, seen := t.seen[k]
+		_, ahead := t.prefetched[k]
+		_, written := t.writes[k]
+		if !seen && !ahead && !written && !t.scanned(k) && !slices.Contains(want, k) {
+			want = append(want, k)
+		}
+	}
+	if len(want) > maxPrefetch {
+		want = want[:maxPrefetch] // the rest are read by their Get
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	got, err := t.readMany(want)
+	if err != nil {
+		return err
+	}
+	if t.prefetched == nil {
+		t.prefetched = map[string]kv{}
+	}
+	for i, k := range want {
+		t.prefetched[k] = got[i]
+	}
+	return nil
+}
+
+// readMany gets keys in one request (a read-only etcd transaction) at
+// the transaction's revision, fixing it if it is the first read, with
+// the schema key too until the Store has seen it.
+func (t *tx) readMany(keys []string) ([]kv, error) {
+	s := t.s
+	rev, withSchema := t.rev, t.rev == 0 && s.schema.Load() != schemaVerified
+	var ops []clientv3.Op
+	if withSchema {
+		ops = append(ops, clientv3.OpGet(s.schemaKey))
+	}
+	for _, k := range keys {
+		if rev != 0 {
+			ops = append(ops, clientv3.OpGet(s.data+k, clientv3.WithRev(rev)))
+		} else {
+			ops = append(ops, clientv3.OpGet(s.data+k))
+		}
+	}
+	var resp *clientv3.TxnResponse
+	err := s.call(fmt.Sprintf("prefetch of %d keys", len(keys)), func(ctx context.Context) error {
+		var err error
+		resp, err = s.client.Txn(ctx).Then(ops...).Commit()
+		return err
+	})
+	var schema []*mvccpb.KeyValue
+	if err == nil && withSchema {
+		schema = resp.Responses[0].GetResponseRange().Kvs
+		t.schemaMissing, err = s.learnSchema(schema)
+	}
+	if err != nil {
+		t.failed = err
+		return nil, err
+	}
+	if rev == 0 {
+		t.rev = resp.Header.Revision
+	}
+	first := len(resp.Responses) - len(keys)
+	out := make([]kv, len(keys))
+	for i := range keys {
+		if kvs := resp.Responses[first+i].GetResponseRange().Kvs; len(kvs) > 0 {
+			out[i] = kv{value: kvs[0].Value, mod: kvs[0].ModRevision}
+		}
+	}
+	return out, nil
 }
 
 // Put implements store.Tx.

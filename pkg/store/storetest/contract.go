@@ -73,6 +73,27 @@ func transactionSpecs(newSpace NewSpace) {
 			s = newSpace()()
 		})
 
+		It("Prefetch reads what Get would: a Get then returns the stored value, ErrNotFound, or the transaction's own write", func() {
+			Put(s, "a", "1")
+			Put(s, "b", "2")
+			Expect(s.Update(func(tx store.Tx) error {
+				Expect(tx.Put("b", []byte("20"))).To(Succeed())
+				Expect(store.Prefetch(tx, "a", "b", "missing", "a")).To(Succeed())
+				Expect(tx.Get("a")).To(Equal([]byte("1")))
+				Expect(tx.Get("b")).To(Equal([]byte("20")))
+				_, err := tx.Get("missing")
+				Expect(err).To(MatchError(store.ErrNotFound))
+				return tx.Put("a", []byte("10"))
+			})).To(Succeed())
+			Expect(Get(s, "a")).To(Equal([]byte("10")))
+			Expect(s.View(func(tx store.Tx) error {
+				Expect(store.Prefetch(tx)).To(Succeed(), "no keys")
+				Expect(store.Prefetch(tx, "a", "b")).To(Succeed())
+				Expect(tx.Get("b")).To(Equal([]byte("20")))
+				return nil
+			})).To(Succeed())
+		})
+
 		It("returns ErrNotFound for a missing key, in View and in Update", func() {
 			_, err := Get(s, "nope")
 			Expect(err).To(MatchError(store.ErrNotFound))
@@ -547,6 +568,66 @@ func concurrencySpecs(newSpace NewSpace) {
 				return nil
 			})
 			Expect(Get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
+		})
+
+		It("lose no update when they prefetch what they read", func() {
+			runWorkers(open, workers, func(_ int, s store.Store, conflicts *int) error {
+				for range increments {
+					err := updateRetrying(s, func(tx store.Tx) error {
+						if err := store.Prefetch(tx, "counter", "other"); err != nil {
+							return err
+						}
+						n := 0
+						v, err := tx.Get("counter")
+						switch {
+						case errors.Is(err, store.ErrNotFound):
+						case err != nil:
+							return err
+						default:
+							if n, err = strconv.Atoi(string(v)); err != nil {
+								return err
+							}
+						}
+						return tx.Put("counter", []byte(strconv.Itoa(n+1)))
+					}, conflicts)
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			Expect(Get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
+		})
+
+		It("do not conflict on a key one prefetched but never got", func() {
+			a, b := open(), open()
+			Put(a, "x", "0")
+			runs := 0
+			wrote := make(chan error, 1)
+			Expect(a.Update(func(tx store.Tx) error {
+				runs++
+				if err := store.Prefetch(tx, "x", "y"); err != nil {
+					return err
+				}
+				if _, err := tx.Get("y"); !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+				if runs == 1 {
+					go func() { wrote <- b.Update(func(tx store.Tx) error { return tx.Put("x", []byte("1")) }) }()
+					// A store that locks makes the other wait for this
+					// commit; one that does not lets it commit now.
+					select {
+					case err := <-wrote:
+						wrote <- err
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+				return tx.Put("y", []byte("1"))
+			})).To(Succeed())
+			Expect(runs).To(Equal(1))
+			Eventually(wrote, 5*time.Second).Should(Receive(BeNil()))
+			Expect(Get(a, "x")).To(Equal([]byte("1")))
+			Expect(Get(a, "y")).To(Equal([]byte("1")))
 		})
 
 		It("never insert past a limit they check with a Scan (no phantoms)", func() {
