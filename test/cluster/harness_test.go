@@ -6,30 +6,28 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/fault"
+	"github.com/cnmnet/cnmnet/test/cniexec"
 	"github.com/cnmnet/cnmnet/test/etcdtest"
 	"github.com/cnmnet/cnmnet/test/testdriver"
 	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // allVersions are the CNI versions every plugin must answer in.
-var allVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+var allVersions = cniexec.Versions
 
 // plugin is the global-scope test driver's binary.
 const plugin = testdriver.GlobalNetworkType
@@ -66,13 +64,7 @@ func newCluster(n int, opts etcdtest.Options) *cluster {
 func (c *cluster) newHost(name string) *host {
 	GinkgoHelper()
 	h := &host{c: c, name: name, ns: testns.New(), dataDir: GinkgoT().TempDir()}
-	Expect(h.ns.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})).To(Succeed())
+	testns.UpLoopback(h.ns)
 	return h
 }
 
@@ -98,24 +90,11 @@ func (h *host) conf(n network, more map[string]any) []byte {
 	if v == "" {
 		v = "1.1.0"
 	}
-	m := map[string]any{
+	return cniexec.Config(map[string]any{
 		"cniVersion": v, "name": n.name, "type": plugin,
 		"dataDir": h.dataDir, "cluster": h.c.etcdSection(), "host": h.name,
 		"ipam": map[string]any{"type": "cnm", "subnet": n.subnet},
-	}
-	for k, val := range n.more {
-		m[k] = val
-	}
-	for k, val := range more {
-		if val == nil {
-			delete(m, k)
-		} else {
-			m[k] = val
-		}
-	}
-	b, err := json.Marshal(m)
-	Expect(err).NotTo(HaveOccurred())
-	return b
+	}, n.more, more)
 }
 
 // invocation is one raw exec of a plugin, as a runtime does it.
@@ -128,38 +107,18 @@ type invocation struct {
 // exec runs the plugin in h's namespace and returns its stdout, or the
 // CNI error it printed.
 func (h *host) exec(inv invocation) ([]byte, error) {
+	GinkgoHelper()
 	out, _, err := h.run(filepath.Join(binDir, plugin), inv)
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		te := &types.Error{}
-		if jerr := json.Unmarshal(out, te); jerr != nil {
-			return nil, fmt.Errorf("plugin failed without a CNI error (%v): %s", err, out)
-		}
-		return nil, te
-	}
 	return out, err
 }
 
-// run execs bin in h's namespace with the CNI environment of inv.
+// run execs bin in h's namespace with the CNI environment of inv, the
+// plugins of binDir on its CNI_PATH.
 func (h *host) run(bin string, inv invocation) (stdout []byte, stderr string, err error) {
-	if inv.ifname == "" && inv.command != "GC" && inv.command != "STATUS" && inv.command != "VERSION" {
-		inv.ifname = "eth0"
-	}
-	Expect(h.ns.Do(func(ns.NetNS) error {
-		cmd := exec.Command(bin)
-		cmd.Env = append([]string{
-			"CNI_COMMAND=" + inv.command, "CNI_CONTAINERID=" + inv.containerID, "CNI_NETNS=" + inv.netns,
-			"CNI_IFNAME=" + inv.ifname, "CNI_ARGS=" + inv.args, "CNI_PATH=" + binDir, "PATH=" + os.Getenv("PATH"),
-		}, inv.env...)
-		cmd.Stdin = bytes.NewReader(inv.stdin)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err = cmd.Run()
-		stdout, stderr = o.Bytes(), e.String()
-		fmt.Fprint(GinkgoWriter, stderr)
-		return nil
-	})).To(Succeed())
-	return stdout, stderr, err
+	GinkgoHelper()
+	return cniexec.Run(h.ns, bin, cniexec.Invocation{
+		Command: inv.command, ContainerID: inv.containerID, NetNS: inv.netns, IfName: inv.ifname, Args: inv.args,
+		Path: binDir, Env: inv.env, Stdin: inv.stdin})
 }
 
 // killedRun execs the cnmfault build with CNM_FAULT=point and reports
@@ -273,42 +232,14 @@ func keysUnder(kv map[string]string, p string) []string {
 // linksIn lists the link names of a namespace.
 func linksIn(n ns.NetNS) []string {
 	GinkgoHelper()
-	var names []string
-	Expect(n.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		for _, l := range links {
-			names = append(names, l.Attrs().Name)
-		}
-		return err
-	})).To(Succeed())
-	return names
+	return testns.LinkNames(n)
 }
 
 // ifaceIn returns the MAC and addresses of ifname in a namespace.
 func ifaceIn(n ns.NetNS, ifname string) (mac string, addrs []string) {
 	GinkgoHelper()
-	Expect(n.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(ifname)
-		if err != nil {
-			return err
-		}
-		mac = l.Attrs().HardwareAddr.String()
-		list, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-		for _, a := range list {
-			if a.IP.IsGlobalUnicast() {
-				addrs = append(addrs, a.IPNet.String())
-			}
-		}
-		return err
-	})).To(Succeed())
-	return mac, addrs
+	return testns.Interface(n, ifname)
 }
 
 // cniCode is the CNI code of err, 0 for none.
-func cniCode(err error) uint {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te.Code
-	}
-	return 0
-}
+func cniCode(err error) uint { return cniexec.Code(err) }

@@ -1,13 +1,10 @@
 package integration_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -20,11 +17,12 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/store"
+	"github.com/cnmnet/cnmnet/test/cniexec"
 	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // allVersions are the CNI versions every plugin must answer in.
-var allVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+var allVersions = cniexec.Versions
 
 // world is one test's "host" namespace, where the plugins run, its store
 // and libcni's cache. Everything is removed when the test ends.
@@ -39,13 +37,7 @@ func newWorld() *world {
 	w := &world{dataDir: GinkgoT().TempDir(), cacheDir: GinkgoT().TempDir()}
 	w.hostNS = newNS()
 	// A host's loopback is up; a new namespace's is not.
-	Expect(w.hostNS.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})).To(Succeed())
+	testns.UpLoopback(w.hostNS)
 	w.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir}, w.cacheDir, nil)
 	return w
 }
@@ -167,50 +159,17 @@ type invocation struct {
 // exec runs a plugin binary in the host namespace and returns its
 // stdout, or the CNI error it printed.
 func (w *world) exec(plugin string, inv invocation) ([]byte, error) {
+	GinkgoHelper()
 	out, _, err := w.execStderr(plugin, inv)
 	return out, err
 }
 
 // execStderr is exec that returns the plugin's stderr too.
 func (w *world) execStderr(plugin string, inv invocation) ([]byte, string, error) {
-	if inv.ifname == "" && inv.command != "GC" && inv.command != "STATUS" && inv.command != "VERSION" {
-		inv.ifname = "eth0"
-	}
-	var out []byte
-	var errOut string
-	var runErr error
-	err := w.hostNS.Do(func(ns.NetNS) error {
-		cmd := exec.Command(filepath.Join(binDir, plugin))
-		cmd.Env = append([]string{
-			"CNI_COMMAND=" + inv.command,
-			"CNI_CONTAINERID=" + inv.containerID,
-			"CNI_NETNS=" + inv.netns,
-			"CNI_IFNAME=" + inv.ifname,
-			"CNI_ARGS=" + inv.args,
-			"CNI_PATH=" + binDir,
-			"PATH=" + os.Getenv("PATH"),
-		}, inv.env...)
-		cmd.Stdin = bytes.NewReader(inv.stdin)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		runErr = cmd.Run()
-		out, errOut = stdout.Bytes(), stderr.String()
-		fmt.Fprint(GinkgoWriter, errOut)
-		return nil
-	})
-	Expect(err).NotTo(HaveOccurred())
-	if runErr != nil {
-		var ee *exec.ExitError
-		if !errors.As(runErr, &ee) {
-			return nil, errOut, runErr
-		}
-		te := &types.Error{}
-		if err := json.Unmarshal(out, te); err != nil {
-			return nil, errOut, fmt.Errorf("plugin failed without a CNI error (%v): %s", runErr, out)
-		}
-		return nil, errOut, te
-	}
-	return out, errOut, nil
+	GinkgoHelper()
+	return cniexec.Run(w.hostNS, filepath.Join(binDir, plugin), cniexec.Invocation{
+		Command: inv.command, ContainerID: inv.containerID, NetNS: inv.netns, IfName: inv.ifname, Args: inv.args,
+		Path: binDir, Env: inv.env, Stdin: inv.stdin})
 }
 
 // dump is the whole store as key → value, without creating it.
@@ -277,10 +236,4 @@ func linkIn(n ns.NetNS, name string) (netlink.Link, []netlink.Addr) {
 }
 
 // cniCode returns the code of a CNI error, or 0.
-func cniCode(err error) uint {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te.Code
-	}
-	return 0
-}
+func cniCode(err error) uint { return cniexec.Code(err) }

@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -31,6 +29,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/test/cniexec"
 	"github.com/cnmnet/cnmnet/test/etcdtest"
 	"github.com/cnmnet/cnmnet/test/testns"
 )
@@ -168,24 +167,12 @@ type network struct {
 // keys, or removes those whose value is nil.
 func (h *host) conf(n network, more map[string]any) []byte {
 	GinkgoHelper()
-	m := map[string]any{
+	return cniexec.Config(map[string]any{
 		"cniVersion": "1.1.0", "name": n.name, "type": records.NetworkType,
 		"dataDir": h.dataDir, "host": h.name,
 		"cluster": map[string]any{"etcd": map[string]any{"endpoints": h.w.etcd.Endpoints, "prefix": prefix, "timeout": "3s"}},
 		"ipam":    map[string]any{"type": "cnm", "subnet": n.subnet},
-	}
-	for _, extra := range []map[string]any{n.more, more} {
-		for k, v := range extra {
-			if v == nil {
-				delete(m, k)
-			} else {
-				m[k] = v
-			}
-		}
-	}
-	b, err := json.Marshal(m)
-	Expect(err).NotTo(HaveOccurred())
-	return b
+	}, n.more, more)
 }
 
 // container is a sandbox on a host, and what ADD gave it.
@@ -208,33 +195,16 @@ func (h *host) newContainer(id string) *container {
 // exec runs the plugin in h's namespace as a runtime does, and returns
 // its stdout or the CNI error it printed.
 func (h *host) exec(command string, c *container, args string, stdin []byte) ([]byte, error) {
+	GinkgoHelper()
 	return h.execPlugin(filepath.Join(binDir, records.NetworkType), command, c, args, stdin)
 }
 
-// execPlugin is exec of the plugin binary at path.
+// execPlugin is exec of the plugin binary at path; every command names
+// eth0, as the suite always has.
 func (h *host) execPlugin(path, command string, c *container, args string, stdin []byte) ([]byte, error) {
-	var out []byte
-	var err error
-	in(h.ns, func() error {
-		cmd := exec.Command(path)
-		cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + c.id, "CNI_NETNS=" + c.ns.Path(),
-			"CNI_IFNAME=eth0", "CNI_ARGS=" + args, "CNI_PATH=" + binDir, "PATH=" + os.Getenv("PATH")}
-		cmd.Stdin = bytes.NewReader(stdin)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err = cmd.Run()
-		out = o.Bytes()
-		fmt.Fprint(GinkgoWriter, e.String())
-		return nil
-	})
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		te := &types.Error{}
-		if jerr := json.Unmarshal(out, te); jerr != nil {
-			return nil, fmt.Errorf("plugin failed without a CNI error (%v): %s", err, out)
-		}
-		return nil, te
-	}
+	GinkgoHelper()
+	out, _, err := cniexec.Run(h.ns, path, cniexec.Invocation{Command: command, ContainerID: c.id, NetNS: c.ns.Path(),
+		IfName: "eth0", Args: args, Path: binDir, Stdin: stdin})
 	return out, err
 }
 
@@ -404,15 +374,7 @@ func (h *host) programmed(nid string) []string {
 // links lists the link names of h's namespace.
 func (h *host) links() []string {
 	GinkgoHelper()
-	var names []string
-	in(h.ns, func() error {
-		links, err := netlink.LinkList()
-		for _, l := range links {
-			names = append(names, l.Attrs().Name)
-		}
-		return err
-	})
-	return names
+	return testns.LinkNames(h.ns)
 }
 
 // networkID is the ID of the overlay network called name.
@@ -477,26 +439,12 @@ func dial(n ns.NetNS, addr string) (string, error) {
 }
 
 // cniCode is the CNI code of err, 0 for none.
-func cniCode(err error) uint {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te.Code
-	}
-	return 0
-}
+func cniCode(err error) uint { return cniexec.Code(err) }
 
 // linksOf lists the link names of a container's namespace.
 func linksOf(c *container) []string {
 	GinkgoHelper()
-	var names []string
-	in(c.ns, func() error {
-		links, err := netlink.LinkList()
-		for _, l := range links {
-			names = append(names, l.Attrs().Name)
-		}
-		return err
-	})
-	return names
+	return testns.LinkNames(c.ns)
 }
 
 func deleteLink(name string) error {

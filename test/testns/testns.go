@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,4 +83,52 @@ func bindNew(path string) error {
 		return fmt.Errorf("bind a new netns at %s: %w", path, err)
 	}
 	return nil
+}
+
+// UpLoopback sets lo up in n, as it is on a host and is not in a new
+// namespace.
+func UpLoopback(n ns.NetNS) {
+	GinkgoHelper()
+	Expect(n.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})).To(Succeed())
+}
+
+// LinkNames lists the names of n's links, lo included.
+func LinkNames(n ns.NetNS) []string {
+	GinkgoHelper()
+	var names []string
+	Expect(n.Do(func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		for _, l := range links {
+			names = append(names, l.Attrs().Name)
+		}
+		return err
+	})).To(Succeed())
+	return names
+}
+
+// Interface is the MAC and the global unicast addresses (as CIDRs) of
+// link name in n.
+func Interface(n ns.NetNS, name string) (mac string, addrs []string) {
+	GinkgoHelper()
+	Expect(n.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		mac = l.Attrs().HardwareAddr.String()
+		list, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		for _, a := range list {
+			if a.IP.IsGlobalUnicast() {
+				addrs = append(addrs, a.IPNet.String())
+			}
+		}
+		return err
+	})).To(Succeed())
+	return mac, addrs
 }
