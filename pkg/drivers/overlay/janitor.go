@@ -296,20 +296,7 @@ func (d *Driver) removeOrphanPeer(nid, host, key string) error {
 	if !strings.HasPrefix(key, records.PeerPrefix(nid)) {
 		return fmt.Errorf("%s is not a peer record of overlay network %s", key, nid)
 	}
-	err := d.store.Update(func(tx store.Tx) error {
-		p := &records.Peer{}
-		err := store.GetJSON(tx, key, p)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if p.Host != host {
-			return nil
-		}
-		return tx.Delete(key)
-	})
+	err := d.withdraw(nid, strings.TrimPrefix(key, records.PeerPrefix(nid)), host)
 	if err != nil {
 		return fmt.Errorf("remove overlay peer record %s: %w", key, err)
 	}
