@@ -25,7 +25,7 @@ var _ = Describe("make install and make uninstall", func() {
 			Expect(err).NotTo(HaveOccurred(), "make %s: %s", target, out)
 		}
 		make("install")
-		for _, f := range []string{"usr/libexec/cni/cnm-null", "usr/libexec/cni/cnm-bridge", "usr/libexec/cni/cnm-overlay", "usr/bin/cnmctl", "usr/bin/cnm-overlayd"} {
+		for _, f := range []string{"usr/libexec/cni/cnm-null", "usr/libexec/cni/cnm-bridge", "usr/libexec/cni/cnm-overlay", "usr/libexec/cni/cnm-remote", "usr/bin/cnmctl", "usr/bin/cnm-overlayd"} {
 			st, err := os.Stat(filepath.Join(dest, f))
 			Expect(err).NotTo(HaveOccurred(), f)
 			Expect(st.Mode().Perm()).To(Equal(os.FileMode(0o755)), f)
