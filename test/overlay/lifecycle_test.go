@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
+	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 )
 
 var _ = Describe("cnm-overlay configuration and lifecycle", func() {
@@ -98,6 +99,7 @@ var _ = Describe("cnm-overlay configuration and lifecycle", func() {
 		c2 := h2.add(net1, "c2", "")
 		nid := w.networkID(net1.name)
 		br, vx := dataplane.Names(nid)
+		Expect(w.dump()).To(HaveKeyWithValue(records.StorePrefix+records.NameKey(net1.name), nid), "the name's index")
 		Expect(h1.iptablesSave()).To(ContainSubstring("cnm:" + net1.name))
 		Expect(c1.del(net1, "")).To(Succeed())
 		Expect(c2.del(net1, "")).To(Succeed())

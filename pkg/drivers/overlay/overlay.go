@@ -79,14 +79,7 @@ func hostName(raw []byte) (string, error) {
 // name.
 func (d *Driver) checkClusterKeys(c *netConf) error {
 	return d.store.View(func(tx store.Tx) error {
-		var mine *records.Network
-		err := tx.Scan("networks/", func(_ string, v []byte) error {
-			n := &records.Network{}
-			if json.Unmarshal(v, n) == nil && n.Name == c.Name {
-				mine = n
-			}
-			return nil
-		})
+		mine, err := networkNamed(tx, c.Name)
 		if err != nil {
 			return err
 		}
@@ -98,6 +91,33 @@ func (d *Driver) checkClusterKeys(c *netConf) error {
 		}
 		return checkVNIFree(tx, uint32(*c.VNI), "")
 	})
+}
+
+// networkNamed is the cluster record of the network called name, nil
+// when there is none: by its name's index, else (a network recorded
+// before the index, or none) by a scan of the records.
+func networkNamed(tx store.Tx, name string) (*records.Network, error) {
+	nid, err := tx.Get(records.NameKey(name))
+	switch {
+	case err == nil:
+		n := &records.Network{}
+		if err := store.GetJSON(tx, records.NetworkKey(string(nid)), n); err == nil && n.Name == name {
+			return n, nil
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	var mine *records.Network
+	err = tx.Scan(records.NetworkKey(""), func(_ string, v []byte) error {
+		n := &records.Network{}
+		if json.Unmarshal(v, n) == nil && n.Name == name {
+			mine = n
+		}
+		return nil
+	})
+	return mine, err
 }
 
 // checkRecorded refuses keys that differ from the network's record: a
@@ -180,6 +200,9 @@ func (d *Driver) recordNetwork(nid string, info driverapi.NetworkInfo, c *netCon
 			return err
 		}
 		if err := tx.Put(records.VNIKey(n.VNI), []byte(nid)); err != nil {
+			return err
+		}
+		if err := tx.Put(records.NameKey(info.Name), []byte(nid)); err != nil {
 			return err
 		}
 		created = true
@@ -459,6 +482,11 @@ func (d *Driver) forgetNetwork(nid string, vni uint32) error {
 		}
 		if holder, err := tx.Get(records.VNIKey(vni)); err == nil && string(holder) == nid {
 			keys = append(keys, records.VNIKey(vni))
+		}
+		if n.Name != "" {
+			if holder, err := tx.Get(records.NameKey(n.Name)); err == nil && string(holder) == nid {
+				keys = append(keys, records.NameKey(n.Name))
+			}
 		}
 		keys = append(keys, records.NetworkKey(nid))
 		for _, k := range keys {

@@ -9,6 +9,7 @@
 // "<prefix>/data/drivers/cnm-overlay/<key>"):
 //
 //	networks/<network id>   Network, written by the network's first CreateNetwork
+//	names/<network name>    its network id (networks before this index have none)
 //	vnis/<vni>              the network id holding the VNI (unique cluster-wide)
 //	peers/<network id>/<endpoint id>
 //	                        Peer, written by Join on the endpoint's host,
@@ -88,9 +89,11 @@ type Peer struct {
 	IPs      []string `json:"ips"` // addresses, without prefix length
 }
 
-// NetworkKey, VNIKey and PeerKey are keys of the driver's cluster space;
-// PeerPrefix lists a network's peers, PeersPrefix every network's.
+// NetworkKey, NameKey, VNIKey and PeerKey are keys of the driver's
+// cluster space; PeerPrefix lists a network's peers, PeersPrefix every
+// network's.
 func NetworkKey(nid string) string     { return "networks/" + nid }
+func NameKey(name string) string       { return "names/" + name }
 func VNIKey(vni uint32) string         { return "vnis/" + strconv.FormatUint(uint64(vni), 10) }
 func PeerKey(nid, eid string) string   { return PeerPrefix(nid) + eid }
 func PeerPrefix(nid string) string     { return PeersPrefix + nid + "/" }
