@@ -1,22 +1,15 @@
 package remote_test
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httputil"
 	"net/netip"
-	"net/url"
-	"path/filepath"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/ipam"
 
 	. "github.com/onsi/ginkgo/v2"
-	. "github.com/onsi/gomega"
 )
 
 // testIPAM is a Docker IPAM plugin as plugin authors write them, on
@@ -216,71 +209,15 @@ func (p *testIPAM) ReleaseAddress(r *ipam.ReleaseAddressRequest) error {
 // behind a front that injects faults, as server is for the network
 // plugin.
 type ipamServer struct {
+	*front
 	plugin *testIPAM
-	sock   string
-	back   string
-	front  net.Listener
-	helper net.Listener
-	srv    *http.Server
-
-	mu     sync.Mutex
-	faults map[string]string
-	hangs  chan struct{}
 }
 
 func startIPAMServer(p *testIPAM, dir string) *ipamServer {
 	GinkgoHelper()
-	s := &ipamServer{plugin: p, sock: filepath.Join(dir, "ipam.sock"), back: filepath.Join(dir, "ipam-helpers.sock"), faults: map[string]string{}, hangs: make(chan struct{})}
-	s.start()
-	DeferCleanup(func() {
-		s.stop()
-		close(s.hangs)
-	})
+	s := &ipamServer{plugin: p}
+	s.front = startFront(dir, "ipam.sock", "ipam-helpers.sock", func(l net.Listener) error {
+		return ipam.NewHandler(s.plugin).Serve(l)
+	}, `{"Address": `, `{"Error": "the ipam plugin says no"}`)
 	return s
-}
-
-func (s *ipamServer) start() {
-	GinkgoHelper()
-	var err error
-	s.helper, err = net.Listen("unix", s.back)
-	Expect(err).NotTo(HaveOccurred())
-	go func() { _ = ipam.NewHandler(s.plugin).Serve(s.helper) }()
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(&url.URL{Scheme: "http", Host: "plugin"}) },
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", s.back)
-		}},
-	}
-	s.front, err = net.Listen("unix", s.sock)
-	Expect(err).NotTo(HaveOccurred())
-	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		f := s.faults[r.URL.Path]
-		s.mu.Unlock()
-		switch f {
-		case "malformed":
-			_, _ = w.Write([]byte(`{"Address": `))
-		case "error":
-			// The IPAM protocol's own error field, with a 200.
-			_, _ = w.Write([]byte(`{"Error": "the ipam plugin says no"}`))
-		case "hang":
-			<-s.hangs
-		default:
-			proxy.ServeHTTP(w, r)
-		}
-	})}
-	go func() { _ = s.srv.Serve(s.front) }()
-}
-
-// stop closes both listeners: the plugin is gone, its state kept.
-func (s *ipamServer) stop() {
-	_ = s.srv.Close()
-	_ = s.helper.Close()
-}
-
-func (s *ipamServer) fault(path, kind string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults[path] = kind
 }

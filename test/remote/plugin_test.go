@@ -1,23 +1,16 @@
 package remote_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
-	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/vishvananda/netlink"
 
 	. "github.com/onsi/ginkgo/v2"
-	. "github.com/onsi/gomega"
 )
 
 // testPlugin is a Docker network plugin as plugin authors write them,
@@ -199,76 +192,20 @@ func delLink(name string) error {
 	return netlink.LinkDel(l)
 }
 
-// server is the test plugin served on a socket of the spec's: the
-// go-plugins-helpers handler behind a front that injects faults.
+// server is the test plugin served on a socket of the spec's, behind
+// a front that injects faults. plugin may be replaced while the server
+// is stopped: the next start serves the new one (a plugin restarted
+// without its state).
 type server struct {
+	*front
 	plugin *testPlugin
-	sock   string // the socket cnm-remote calls
-	back   string // the helpers' own socket
-	front  net.Listener
-	helper net.Listener
-	srv    *http.Server
-
-	mu sync.Mutex
-	// fault answers method (a path such as "/NetworkDriver.Join") itself:
-	// "malformed", "hang", "500".
-	faults map[string]string
-	hangs  chan struct{}
 }
 
 func startServer(p *testPlugin, dir string) *server {
 	GinkgoHelper()
-	s := &server{plugin: p, sock: filepath.Join(dir, "plugin.sock"), back: filepath.Join(dir, "helpers.sock"), faults: map[string]string{}, hangs: make(chan struct{})}
-	s.start()
-	DeferCleanup(func() {
-		s.stop()
-		close(s.hangs)
-	})
+	s := &server{plugin: p}
+	s.front = startFront(dir, "plugin.sock", "helpers.sock", func(l net.Listener) error {
+		return network.NewHandler(s.plugin).Serve(l)
+	}, `{"Interface": {"MacAddress": `, "")
 	return s
-}
-
-func (s *server) start() {
-	GinkgoHelper()
-	var err error
-	s.helper, err = net.Listen("unix", s.back)
-	Expect(err).NotTo(HaveOccurred())
-	go func() { _ = network.NewHandler(s.plugin).Serve(s.helper) }()
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(&url.URL{Scheme: "http", Host: "plugin"}) },
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", s.back)
-		}},
-	}
-	s.front, err = net.Listen("unix", s.sock)
-	Expect(err).NotTo(HaveOccurred())
-	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		f := s.faults[r.URL.Path]
-		s.mu.Unlock()
-		switch f {
-		case "malformed":
-			_, _ = w.Write([]byte(`{"Interface": {"MacAddress": `))
-		case "500":
-			http.Error(w, "plugin crashed", http.StatusInternalServerError)
-		case "hang":
-			<-s.hangs
-		default:
-			proxy.ServeHTTP(w, r)
-		}
-	})}
-	go func() { _ = s.srv.Serve(s.front) }()
-}
-
-// stop closes both listeners: the plugin is gone (its state kept, as a
-// plugin that keeps it on disk would).
-func (s *server) stop() {
-	_ = s.srv.Close()
-	_ = s.helper.Close()
-}
-
-func (s *server) fault(path, kind string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults[path] = kind
 }
