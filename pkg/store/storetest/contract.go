@@ -544,60 +544,38 @@ func concurrencySpecs(newSpace NewSpace) {
 			open = newSpace()
 		})
 
-		It("lose no update: read-modify-write of one counter by many at once", func() {
-			runWorkers(open, workers, func(_ int, s store.Store, conflicts *int) error {
-				for range increments {
-					err := updateRetrying(s, func(tx store.Tx) error {
-						n := 0
-						v, err := tx.Get("counter")
-						switch {
-						case errors.Is(err, store.ErrNotFound):
-						case err != nil:
-							return err
-						default:
-							if n, err = strconv.Atoi(string(v)); err != nil {
+		DescribeTable("lose no update: read-modify-write of one counter by many at once",
+			func(prefetch []string) {
+				runWorkers(open, workers, func(_ int, s store.Store, conflicts *int) error {
+					for range increments {
+						err := updateRetrying(s, func(tx store.Tx) error {
+							if err := store.Prefetch(tx, prefetch...); err != nil {
 								return err
 							}
-						}
-						return tx.Put("counter", []byte(strconv.Itoa(n+1)))
-					}, conflicts)
-					if err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			Expect(Get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
-		})
-
-		It("lose no update when they prefetch what they read", func() {
-			runWorkers(open, workers, func(_ int, s store.Store, conflicts *int) error {
-				for range increments {
-					err := updateRetrying(s, func(tx store.Tx) error {
-						if err := store.Prefetch(tx, "counter", "other"); err != nil {
-							return err
-						}
-						n := 0
-						v, err := tx.Get("counter")
-						switch {
-						case errors.Is(err, store.ErrNotFound):
-						case err != nil:
-							return err
-						default:
-							if n, err = strconv.Atoi(string(v)); err != nil {
+							n := 0
+							v, err := tx.Get("counter")
+							switch {
+							case errors.Is(err, store.ErrNotFound):
+							case err != nil:
 								return err
+							default:
+								if n, err = strconv.Atoi(string(v)); err != nil {
+									return err
+								}
 							}
+							return tx.Put("counter", []byte(strconv.Itoa(n+1)))
+						}, conflicts)
+						if err != nil {
+							return err
 						}
-						return tx.Put("counter", []byte(strconv.Itoa(n+1)))
-					}, conflicts)
-					if err != nil {
-						return err
 					}
-				}
-				return nil
-			})
-			Expect(Get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
-		})
+					return nil
+				})
+				Expect(Get(open(), "counter")).To(Equal([]byte(strconv.Itoa(workers * increments))))
+			},
+			Entry("reading with Get", nil),
+			Entry("prefetching what they read, and more", []string{"counter", "other"}),
+		)
 
 		It("do not conflict on a key one prefetched but never got", func() {
 			a, b := open(), open()
