@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -213,11 +212,9 @@ var _ = Describe("cnm-overlayd", func() {
 		w.createNetwork(h1, h2)
 		d1 := w.start(h1)
 		w.waitRegistered(h1)
-		log := slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		twin, err := overlayd.New(overlayd.Config{
-			Etcd: w.etcdConfig(), Host: h2.name, UnderlayAddress: h1.ip, LeaseTTL: leaseTTL, ResyncInterval: resync,
-			MetricsAddress: "127.0.0.1:0", Logger: log, InNetNS: h2.do,
-		})
+		cfg := w.daemonConfig(h2)
+		cfg.UnderlayAddress = h1.ip
+		twin, err := overlayd.New(cfg)
 		Expect(err).NotTo(HaveOccurred())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

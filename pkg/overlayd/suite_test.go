@@ -236,13 +236,18 @@ const (
 	resync   = time.Second
 )
 
-func (w *world) newDaemon(h *host, configure ...func(*overlayd.Daemon)) *overlayd.Daemon {
-	GinkgoHelper()
+// daemonConfig is the configuration of h's daemon in the specs.
+func (w *world) daemonConfig(h *host) overlayd.Config {
 	log := slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := overlayd.New(overlayd.Config{
+	return overlayd.Config{
 		Etcd: w.etcdConfig(), Host: h.name, UnderlayAddress: h.ip, LeaseTTL: leaseTTL, ResyncInterval: resync,
 		MetricsAddress: "127.0.0.1:0", Logger: log, InNetNS: h.do,
-	})
+	}
+}
+
+func (w *world) newDaemon(h *host, configure ...func(*overlayd.Daemon)) *overlayd.Daemon {
+	GinkgoHelper()
+	d, err := overlayd.New(w.daemonConfig(h))
 	Expect(err).NotTo(HaveOccurred())
 	for _, f := range configure {
 		f(d)
