@@ -99,7 +99,7 @@ func (d *Driver) ValidateConfig(raw []byte) error {
 	if d.store == nil {
 		return nil
 	}
-	iface, ip, err := c.underlay()
+	iface, ip, err := d.underlay(c)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,35 @@ type Driver struct {
 	store     store.Store // the driver's cluster-wide space
 	hostStore store.Store // this host's part of it
 	fw        *firewall.Firewall
+	// vteps are the underlays resolved in this invocation, by the keys
+	// that chose them: an ADD checks the configuration, then applies it.
+	vteps map[underlayChoice]vtep
+}
+
+// underlayChoice is what a configuration says of its underlay.
+type underlayChoice struct{ iface, address string }
+
+// vtep is an underlay as resolved: its interface and address.
+type vtep struct {
+	iface string
+	ip    net.IP
+}
+
+// underlay resolves c's underlay once per invocation (netConf.underlay).
+func (d *Driver) underlay(c *netConf) (string, net.IP, error) {
+	key := underlayChoice{c.UnderlayInterface, c.UnderlayAddress}
+	if v, ok := d.vteps[key]; ok {
+		return v.iface, v.ip, nil
+	}
+	iface, ip, err := c.underlay()
+	if err != nil {
+		return "", nil, err
+	}
+	if d.vteps == nil {
+		d.vteps = map[underlayChoice]vtep{}
+	}
+	d.vteps[key] = vtep{iface, ip}
+	return iface, ip, nil
 }
 
 var (
@@ -215,8 +244,8 @@ func (d *Driver) recordNetwork(nid string, info driverapi.NetworkInfo, c *netCon
 }
 
 // planHost is this host's part of network n as the configuration asks.
-func planHost(n *records.Network, c *netConf, host string) (*records.HostNetwork, error) {
-	iface, ip, err := c.underlay()
+func (d *Driver) planHost(n *records.Network, c *netConf, host string) (*records.HostNetwork, error) {
+	iface, ip, err := d.underlay(c)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +295,7 @@ func (d *Driver) CreateNetwork(nid string, info driverapi.NetworkInfo) (err erro
 			_ = d.forgetNetwork(nid, n.VNI) // best effort: err says what failed
 		}
 	}()
-	h, err := planHost(n, c, host)
+	h, err := d.planHost(n, c, host)
 	if err != nil {
 		return err
 	}

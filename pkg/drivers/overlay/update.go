@@ -63,7 +63,7 @@ func (d *Driver) planUpdate(nid string, c *netConf) (cur, want *records.HostNetw
 	if err != nil || cur == nil {
 		return nil, nil, err
 	}
-	iface, ip, err := c.underlay()
+	iface, ip, err := d.underlay(c)
 	if err != nil {
 		return nil, nil, err
 	}
