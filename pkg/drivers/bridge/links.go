@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -145,33 +144,15 @@ func vethNames(eid string) (host, peer string) {
 	return "veth" + eid[:11], "vtmp" + eid[:11]
 }
 
-// createVeth makes the endpoint's veth pair with its host end on the
-// bridge and its other end inside the sandbox at sboxKey: made in place,
-// since moving a link between namespaces costs the kernel about 15 ms.
+// createVeth makes the endpoint's veth pair (endpointkit.VethPair), its
+// host end marked as the endpoint's, with the network's port flags, up.
 func createVeth(n *network, eid, sboxKey string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
-	}
-	sbx, err := ns.GetNS(sboxKey)
-	if err != nil {
-		return nil, fmt.Errorf("open sandbox %s: %w", sboxKey, err)
-	}
-	defer sbx.Close()
 	host, peer := vethNames(eid)
-	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: host, MTU: n.MTU, MasterIndex: br.Attrs().Index, TxQLen: -1},
-		PeerName:         peer,
-		PeerHardwareAddr: mac,
-		PeerNamespace:    netlink.NsFd(int(sbx.Fd())),
+	link, err := endpointkit.VethPair(n.Bridge, n.MTU, host, peer, sboxKey, mac)
+	if err != nil {
+		return nil, err
 	}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("create veth %s: %w", host, err)
-	}
-	link, err := netlink.LinkByName(host)
-	if err == nil {
-		err = markOwned(link, vethOwner(eid, n.ID))
-	}
+	err = markOwned(link, vethOwner(eid, n.ID))
 	if err == nil {
 		err = configurePort(link, n, hairpin)
 	}

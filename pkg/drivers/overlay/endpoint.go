@@ -258,33 +258,16 @@ func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.Joi
 	return ji.SetNamesInSandbox(peer, ifName)
 }
 
-// createVeth makes the endpoint's veth pair, its other end inside the
-// sandbox (made in place: moving a link costs the kernel far more), its
-// bridge port hairpin when asked.
+// createVeth makes the endpoint's veth pair (endpointkit.VethPair) with
+// the bridge's MTU, its host end marked as the endpoint's, hairpin when
+// asked, up.
 func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
-	}
-	sbx, err := ns.GetNS(sboxKey)
-	if err != nil {
-		return nil, fmt.Errorf("open sandbox %s: %w", sboxKey, err)
-	}
-	defer sbx.Close()
 	host, peer := vethNames(eid)
-	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: host, MTU: br.Attrs().MTU, MasterIndex: br.Attrs().Index, TxQLen: -1},
-		PeerName:         peer,
-		PeerHardwareAddr: mac,
-		PeerNamespace:    netlink.NsFd(int(sbx.Fd())),
+	link, err := endpointkit.VethPair(n.Bridge, 0, host, peer, sboxKey, mac)
+	if err != nil {
+		return nil, err
 	}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("create veth %s: %w", host, err)
-	}
-	link, err := netlink.LinkByName(host)
-	if err == nil {
-		err = netlink.LinkSetAlias(link, vethOwner(eid, nid))
-	}
+	err = netlink.LinkSetAlias(link, vethOwner(eid, nid))
 	if err == nil && hairpin {
 		err = netlink.LinkSetHairpin(link, true)
 	}
