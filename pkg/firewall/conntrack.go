@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
 // ForgetFlows deletes the conntrack entries of UDP and SCTP flows to the
@@ -90,8 +92,10 @@ func newStaleFlows(fam family, ports []PortMapping) (staleFlows, error) {
 	if fam == ipv6 {
 		nlFam = netlink.FAMILY_V6
 	}
-	routes, err := netlink.RouteListFiltered(nlFam,
-		&netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(nlFam,
+			&netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	})
 	if err != nil {
 		return staleFlows{}, fmt.Errorf("list local addresses: %w", err)
 	}

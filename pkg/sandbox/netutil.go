@@ -8,34 +8,19 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
-// dumpAttempts bounds retries of netlink dumps the kernel flagged as
-// interrupted: the table changed while it was read, so the result may
-// be incomplete.
-const dumpAttempts = 5
-
-func retryDump[T any](dump func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for range dumpAttempts {
-		v, err = dump()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return v, err
-}
-
 func listAddrs(link netlink.Link) ([]netlink.Addr, error) {
-	return retryDump(func() ([]netlink.Addr, error) {
+	return nldump.Retry(func() ([]netlink.Addr, error) {
 		return netlink.AddrList(link, netlink.FAMILY_ALL)
 	})
 }
 
 // listRoutes lists the main-table routes through link.
 func listRoutes(link netlink.Link) ([]netlink.Route, error) {
-	return retryDump(func() ([]netlink.Route, error) {
+	return nldump.Retry(func() ([]netlink.Route, error) {
 		return netlink.RouteList(link, netlink.FAMILY_ALL)
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/fault"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -289,7 +290,7 @@ func overlap(a, b string) bool {
 // defaultRouteMTU is the MTU of the link of the host's default route, or
 // 1500 when there is none.
 func defaultRouteMTU() int {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err == nil {
 		for _, r := range routes {
 			if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
@@ -355,7 +356,7 @@ func (d *Driver) reattachPorts(n *network) error {
 // hairpinMode, or when its endpoint publishes ports, as Join makes it),
 // and collects the errors.
 func (d *Driver) eachHostVeth(n *network, fn func(l netlink.Link, hairpin bool) error) error {
-	links, err := netlink.LinkList()
+	links, err := nldump.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}

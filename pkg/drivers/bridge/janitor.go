@@ -11,6 +11,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/internal/endpointkit"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -123,7 +124,7 @@ func ownedPorts(bridge string) ([]netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find bridge %s: %w", bridge, err)
 	}
-	links, err := netlink.LinkList()
+	links, err := nldump.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}

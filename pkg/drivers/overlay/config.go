@@ -12,6 +12,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/drivers/internal/hostports"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
 var (
@@ -170,7 +171,7 @@ func (c *netConf) underlay() (iface string, addr net.IP, err error) {
 
 // addressHolder returns the link that has ip, nil when none has.
 func addressHolder(ip net.IP) (netlink.Link, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("underlayAddress: list addresses: %w", err)
 	}
@@ -189,7 +190,9 @@ func addressHolder(ip net.IP) (netlink.Link, error) {
 // defaultRouteLink is the interface of the default route, IPv4's first.
 func defaultRouteLink() (netlink.Link, error) {
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+		routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(fam, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("underlayInterface: list routes: %w", err)
 		}
@@ -216,7 +219,7 @@ func maskSize(dst *net.IPNet) (int, int) {
 // firstAddress is the link's first global unicast address, IPv4's first.
 func firstAddress(link netlink.Link) (net.IP, error) {
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		addrs, err := netlink.AddrList(link, fam)
+		addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, fam) })
 		if err != nil {
 			return nil, fmt.Errorf("underlayAddress: list addresses of %s: %w", link.Attrs().Name, err)
 		}

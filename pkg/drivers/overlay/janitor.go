@@ -14,6 +14,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
 	"github.com/cnmnet/cnmnet/pkg/firewall"
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 	"github.com/cnmnet/cnmnet/pkg/store"
 )
 
@@ -170,7 +171,7 @@ func present(name string) (bool, error) {
 // nid — named as vethNames names them and marked "cnmnet:<eid>/<nid>"
 // with that endpoint — to their endpoint.
 func networkVeths(nid string) (map[string]string, error) {
-	links, err := netlink.LinkList()
+	links, err := nldump.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
 // Check verifies the network's data plane on this host: the underlay
@@ -131,7 +133,7 @@ func (c *checker) vxlan(n Network, link, br, under netlink.Link, mtu int) {
 }
 
 func hasAddress(link netlink.Link, ip net.IP) bool {
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return false
 	}
@@ -144,7 +146,7 @@ func hasAddress(link netlink.Link, ip net.IP) bool {
 }
 
 func hasPrefix(link netlink.Link, g *net.IPNet) bool {
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return false
 	}

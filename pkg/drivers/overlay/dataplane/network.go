@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
 const (
@@ -264,7 +266,7 @@ func underlay(n Network) (netlink.Link, error) {
 	if n.LocalIP.To4() == nil {
 		family = netlink.FAMILY_V6
 	}
-	addrs, err := netlink.AddrList(link, family)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, family) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", n.Underlay, err)
 	}
@@ -303,7 +305,7 @@ func overlayMTU(n Network, under netlink.Link) (int, error) {
 // device with a VNI on one port; another port would work, but two
 // networks of one VNI on one host are a configuration error).
 func checkConflicts(n Network) error {
-	links, err := netlink.LinkList()
+	links, err := nldump.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}

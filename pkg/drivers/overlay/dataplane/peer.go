@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
 // Peer is a remote endpoint of the network: its MAC, its addresses and
@@ -267,7 +269,9 @@ type programmed struct {
 // not the network's and are left out.
 func (d *devices) read() (programmed, error) {
 	var st programmed
-	fdb, err := netlink.NeighListExecute(netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: uint32(d.vx.Index)})
+	fdb, err := nldump.Retry(func() ([]netlink.Neigh, error) {
+		return netlink.NeighListExecute(netlink.Ndmsg{Family: unix.AF_BRIDGE, Index: uint32(d.vx.Index)})
+	})
 	if err != nil {
 		return st, fmt.Errorf("list FDB of %s: %w", d.vx.Name, err)
 	}
@@ -279,7 +283,7 @@ func (d *devices) read() (programmed, error) {
 		}
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		list, err := netlink.NeighList(d.vx.Index, fam)
+		list, err := nldump.Retry(func() ([]netlink.Neigh, error) { return netlink.NeighList(d.vx.Index, fam) })
 		if err != nil {
 			return st, fmt.Errorf("list neighbours of %s: %w", d.vx.Name, err)
 		}
@@ -458,7 +462,9 @@ func Reconcile(n Network, want []Peer) (added, removed int, err error) {
 func (d *devices) purgeAllLearnt(w wanted) (removed int, err error) {
 	// No kernel filter by bridge without NDA_MASTER, which the netlink
 	// package's dump does not send: the whole namespace's FDB, filtered.
-	all, err := netlink.NeighListExecute(netlink.Ndmsg{Family: unix.AF_BRIDGE})
+	all, err := nldump.Retry(func() ([]netlink.Neigh, error) {
+		return netlink.NeighListExecute(netlink.Ndmsg{Family: unix.AF_BRIDGE})
+	})
 	if err != nil {
 		return 0, fmt.Errorf("list FDB of bridge %s: %w", d.n.Bridge, err)
 	}
