@@ -274,3 +274,44 @@ func busyProcesses(window time.Duration) []string {
 	}
 	return out
 }
+
+// cpuMark is a point in time as CPU counters: the CPU time of the
+// harness's reaped children and the machine's idle and total time.
+type cpuMark struct {
+	children    time.Duration
+	idle, total uint64 // clock ticks of /proc/stat's first line
+}
+
+func takeCPU() cpuMark {
+	var m cpuMark
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_CHILDREN, &ru) == nil {
+		m.children = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return m
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			continue
+		}
+		m.total += v
+		if i == 3 || i == 4 { // idle, iowait
+			m.idle += v
+		}
+	}
+	return m
+}
+
+// since returns the children's CPU time in milliseconds between m0 and m,
+// and the idle share of the machine's CPU time.
+func (m cpuMark) since(m0 cpuMark) (cpuMs, idle float64) {
+	cpuMs = ms(m.children - m0.children)
+	if dt := m.total - m0.total; dt > 0 {
+		idle = round3(float64(m.idle-m0.idle) / float64(dt))
+	}
+	return cpuMs, idle
+}

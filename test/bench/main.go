@@ -92,7 +92,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory")
 	flag.StringVar(&o.from, "from", "", "measure nothing: render the table and chart of this latest.json again")
 	flag.BoolVar(&o.quick, "quick", false, "a short run for development: 40 pairs, bursts 10,50, levels 100,1000; writes nothing unless -out is given")
-	flag.StringVar(&o.only, "only", "", "run only these phases: bridge (cnm-bridge against the reference) or overlay")
+	flag.StringVar(&o.only, "only", "", "run only these phases: bridge (cnm-bridge against the reference), burst (only its bursts, for development: writes nothing unless -out is given) or overlay")
 	var ovLevels string
 	ovEndpoints := flag.Int("overlay-endpoints", 0, "overlay convergence: endpoints added on one host and probed from another (default 200, quick 20)")
 	ovPairs := flag.Int("overlay-pairs", 0, "overlay: ADD/DEL pairs of cnm-overlay and of cnm-bridge (default 100, quick 10)")
@@ -100,8 +100,8 @@ func main() {
 	ovKills := flag.Int("overlay-kills", 0, "overlay: SIGKILL and restart rounds of a host's cnm-overlayd (default 5, quick 1)")
 	flag.StringVar(&ovLevels, "overlay-levels", "", "overlay: endpoints in the cluster for the daemon's scale runs (default 1000,10000, quick 100,1000)")
 	flag.Parse()
-	if o.only != "" && o.only != "bridge" && o.only != "overlay" {
-		fatal(fmt.Errorf("-only %q: want bridge or overlay", o.only))
+	if o.only != "" && o.only != "bridge" && o.only != "burst" && o.only != "overlay" {
+		fatal(fmt.Errorf("-only %q: want bridge, burst or overlay", o.only))
 	}
 	o.ov = ovDefaults(o.quick)
 	for _, x := range []struct {
@@ -112,9 +112,12 @@ func main() {
 			*x.dst = x.v
 		}
 	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.only == "burst" && !set["out"] {
+		o.out = ""
+	}
 	if o.quick {
-		set := map[string]bool{}
-		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["n"] {
 			o.seqN = 40
 		}
@@ -254,7 +257,7 @@ func run(o options) (*Results, error) {
 			return nil, err
 		}
 	}
-	if o.only != "bridge" {
+	if o.only == "" || o.only == "overlay" {
 		if res.Overlay, err = h.overlay(o.ov); err != nil {
 			return nil, fmt.Errorf("overlay: %w", err)
 		}
@@ -280,6 +283,9 @@ func (h *harness) bridgePhases(res *Results) error {
 	}
 
 	for _, ports := range []bool{false, true} {
+		if o.only == "burst" {
+			break
+		}
 		seq, envs, err := h.sequential(ports)
 		if err != nil {
 			return err
@@ -307,6 +313,9 @@ func (h *harness) bridgePhases(res *Results) error {
 	}
 	if res.Profile != nil {
 		res.Profile.BurstLock = lock
+	}
+	if o.only == "burst" {
+		return nil
 	}
 	if res.Scale, err = h.scale(); err != nil {
 		return err

@@ -143,6 +143,12 @@ type BurstSystem struct {
 	DelWallMs float64  `json:"del_wall_ms"`
 	Del       Latency  `json:"del"`
 	DelErrors errorLog `json:"del_errors"`
+	// AddCPUMs is the CPU time (user + system) of the plugin processes
+	// of the ADD burst, and of what they executed; AddIdle is the share
+	// of the machine's CPU time that was idle during it. Together they
+	// say whether a burst is bound by CPU or waits for something else.
+	AddCPUMs float64 `json:"add_cpu_ms,omitempty"`
+	AddIdle  float64 `json:"add_idle,omitempty"`
 }
 
 // BurstResult is item 2 at one width.
@@ -185,17 +191,19 @@ func (h *harness) bursts() ([]*BurstResult, *BurstLock, error) {
 			for j := range ids {
 				ids[j] = fmt.Sprintf("burst-%s-w%d-%03d", sys, width, j)
 			}
+			before := takeCPU()
 			wall, lat := runParallel(width, len(ids), func(j int) (time.Duration, error) {
 				return e.add(ids[j], h.pool.get(j), 0)
 			}, &r.AddErrors)
 			r.AddWallMs, r.Add = ms(wall), summarise(lat)
+			r.AddCPUMs, r.AddIdle = takeCPU().since(before)
 			wall, lat = runParallel(width, len(ids), func(j int) (time.Duration, error) {
 				return e.del(ids[j], h.pool.get(j), 0)
 			}, &r.DelErrors)
 			r.DelWallMs, r.Del = ms(wall), summarise(lat)
 			br.Systems[sys] = r
-			logf("burst %d-wide %s: ADD wall %.0f ms (%d errors, max %.0f ms), DEL wall %.0f ms",
-				width, e.label, r.AddWallMs, r.AddErrors.Count, r.Add.Max, r.DelWallMs)
+			logf("burst %d-wide %s: ADD wall %.0f ms (%d errors, max %.0f ms, CPU %.0f ms, %.0f%% idle), DEL wall %.0f ms",
+				width, e.label, r.AddWallMs, r.AddErrors.Count, r.Add.Max, r.AddCPUMs, 100*r.AddIdle, r.DelWallMs)
 		}
 		out = append(out, br)
 	}

@@ -88,6 +88,7 @@ func (h *harness) profile(e *env) (*Profile, error) {
 	logf("profile: building the profiling copy of cnm-bridge")
 	profDir := filepath.Join(h.tmp, "profbin")
 	build := exec.Command("go", "build", "-o", filepath.Join(profDir, "cnm-bridge"), "./test/bench/profmain")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build builds cnm-bridge
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return nil, fmt.Errorf("build profmain: %w", err)
