@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -42,11 +43,23 @@ func WithCluster(open ClusterOpener) Option {
 // Main runs the plugin named name with the drivers reg registers. Run
 // by hand with --version, it prints its version and commit.
 func Main(name string, reg RegisterFunc, opts ...Option) {
+	oneProc()
 	if len(os.Args) == 2 && os.Args[1] == "--version" {
 		fmt.Println(buildinfo.String(name))
 		return
 	}
 	skel.PluginMainFuncs(Funcs(reg, opts...), SupportedVersions, buildinfo.String(name)+": CNM endpoints as a CNI plugin (cnmnet)")
+}
+
+// oneProc runs the plugin's goroutines on one P unless the environment
+// says otherwise. A plugin does one thing at a time; a second P only adds
+// threads that spin looking for work and wake one another, which in a
+// burst of plugin processes is CPU taken from the others (about 1 ms per
+// ADD in a 50-wide burst on two CPUs, docs/benchmarks.md).
+func oneProc() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 // Funcs returns the CNI verbs of a plugin with the drivers reg registers,
