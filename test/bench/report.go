@@ -166,6 +166,7 @@ func markdown(res *Results) string {
 				fmt.Sprintf("%d / %d", c.AddErrors.Count+c.DelErrors.Count, r.AddErrors.Count+r.DelErrors.Count),
 				f1(c.DelWallMs), f1(r.DelWallMs), ratioCell(c.DelWallMs, r.DelWallMs))
 		}
+		burstCPU(&b, res.Burst)
 	}
 
 	if len(res.Scale) > 0 {
@@ -318,4 +319,23 @@ func byNameInt64(m map[string]int64) string {
 		f[k] = float64(v)
 	}
 	return byName(f, "%.0f")
+}
+
+// burstCPU tabulates what the ADD bursts cost in CPU and how much of the
+// machine sat idle meanwhile; runs recorded before it was measured have
+// nothing to show.
+func burstCPU(b *strings.Builder, bursts []*BurstResult) {
+	if bursts[0].Systems[sysCNM].AddCPUMs == 0 {
+		return
+	}
+	b.WriteString("\nCPU time of the ADD bursts (the plugin processes and what they executed; ms) and the share of the machine's CPU time that was idle during them:\n\n")
+	row(b, "width", "CPU cnm", "CPU ref", "ratio", "per ADD cnm", "per ADD ref", "idle cnm", "idle ref")
+	row(b, "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:")
+	for _, x := range bursts {
+		c, r := x.Systems[sysCNM], x.Systems[sysRef]
+		n := float64(x.Size)
+		row(b, fmt.Sprint(x.Width), f1(c.AddCPUMs), f1(r.AddCPUMs), ratioCell(c.AddCPUMs, r.AddCPUMs),
+			fmt.Sprintf("%.2f", c.AddCPUMs/n), fmt.Sprintf("%.2f", r.AddCPUMs/n),
+			fmt.Sprintf("%.0f%%", 100*c.AddIdle), fmt.Sprintf("%.0f%%", 100*r.AddIdle))
+	}
 }
