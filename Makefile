@@ -20,7 +20,7 @@ all: build
 build: $(BINS) bin/cnmctl bin/cnm-overlayd
 
 # Static binaries: without cgo a plugin has no dynamic loader to run at
-# each of its starts (about 0.9 ms of CPU per invocation here), and needs
+# each of its starts (about 1 ms of CPU per invocation here), and needs
 # no libc of the node.
 bin/%: FORCE
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/$*
