@@ -41,7 +41,7 @@ func label(sys string, ports bool) string {
 }
 
 // cleanups run at the end of the run, last registered first, and on
-// SIGINT/SIGTERM.
+// SIGINT, SIGTERM and SIGHUP.
 var (
 	cleanupMu sync.Mutex
 	cleanups  []func()

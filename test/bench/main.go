@@ -150,8 +150,11 @@ func main() {
 		}
 	}
 
+	// A reader that goes away (`| head`) must not kill the run before it
+	// removes its namespaces: the writes fail instead, and the run goes on.
+	signal.Ignore(syscall.SIGPIPE)
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sig
 		logf("%v: cleaning up", s)
