@@ -177,22 +177,30 @@ func valueErr(ve *confcheck.ValueError) error {
 	return &ConfigError{Field: ve.Key, Msg: strings.TrimPrefix(ve.Error(), ve.Key+": ")}
 }
 
-func decodeShorthand(r rawIPAM, c *Config) error {
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  *string
-	}{
-		{"subnet", r.Subnet, &c.Subnet},
-		{"rangeStart", r.RangeStart, &c.RangeStart},
-		{"rangeEnd", r.RangeEnd, &c.RangeEnd},
-		{"gateway", r.Gateway, &c.Gateway},
-	} {
-		if err := decodeAt("ipam."+f.name, f.raw, f.dst); err != nil {
+// field is one key of a section, undecoded, and what it decodes into.
+type field struct {
+	name string
+	raw  json.RawMessage
+	dst  any
+}
+
+// decodeFields decodes each of fields, named path.name in an error,
+// stopping at the first that fails.
+func decodeFields(path string, fields ...field) error {
+	for _, f := range fields {
+		if err := decodeAt(path+"."+f.name, f.raw, f.dst); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func decodeShorthand(r rawIPAM, c *Config) error {
+	return decodeFields("ipam",
+		field{"subnet", r.Subnet, &c.Subnet},
+		field{"rangeStart", r.RangeStart, &c.RangeStart},
+		field{"rangeEnd", r.RangeEnd, &c.RangeEnd},
+		field{"gateway", r.Gateway, &c.Gateway})
 }
 
 func firstShorthandField(c *Config) string {
@@ -257,21 +265,11 @@ func decodeRange(path string, raw json.RawMessage, dst *Range) error {
 			return configErr(path+".subnet", "missing, but %s", u[0])
 		}
 	}
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  *string
-	}{
-		{"subnet", r.Subnet, &dst.Subnet},
-		{"rangeStart", r.RangeStart, &dst.RangeStart},
-		{"rangeEnd", r.RangeEnd, &dst.RangeEnd},
-		{"gateway", r.Gateway, &dst.Gateway},
-	} {
-		if err := decodeAt(path+"."+f.name, f.raw, f.dst); err != nil {
-			return err
-		}
-	}
-	return nil
+	return decodeFields(path,
+		field{"subnet", r.Subnet, &dst.Subnet},
+		field{"rangeStart", r.RangeStart, &dst.RangeStart},
+		field{"rangeEnd", r.RangeEnd, &dst.RangeEnd},
+		field{"gateway", r.Gateway, &dst.Gateway})
 }
 
 func decodeRoutes(raw json.RawMessage, c *Config) error {

@@ -88,20 +88,14 @@ func parseRemote(raw json.RawMessage) (*RemoteConfig, error) {
 	}
 	rc := &RemoteConfig{Timeout: RemoteDefaultTimeout}
 	var timeout string
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  any
-	}{
-		{"plugin", r.Plugin, &rc.Plugin},
-		{"socket", r.Socket, &rc.Socket},
-		{"timeout", r.Timeout, &timeout},
-		{"addressSpace", r.AddressSpace, &rc.AddressSpace},
-		{"options", r.Options, &rc.Options},
-	} {
-		if err := decodeAt("ipam."+f.name, f.raw, f.dst); err != nil {
-			return nil, err
-		}
+	err := decodeFields("ipam",
+		field{"plugin", r.Plugin, &rc.Plugin},
+		field{"socket", r.Socket, &rc.Socket},
+		field{"timeout", r.Timeout, &timeout},
+		field{"addressSpace", r.AddressSpace, &rc.AddressSpace},
+		field{"options", r.Options, &rc.Options})
+	if err != nil {
+		return nil, err
 	}
 	if err := rc.checkTarget(); err != nil {
 		return nil, err
@@ -197,19 +191,13 @@ func remotePools(r rawRemote) ([]RemotePool, error) {
 
 func remotePool(path string, r rawRemotePool) (RemotePool, error) {
 	var p RemotePool
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  any
-	}{
-		{"subnet", r.Subnet, &p.Subnet},
-		{"ipRange", r.IPRange, &p.IPRange},
-		{"gateway", r.Gateway, &p.Gateway},
-		{"ipv6", r.IPv6, &p.IPv6},
-	} {
-		if err := decodeAt(path+"."+f.name, f.raw, f.dst); err != nil {
-			return p, err
-		}
+	err := decodeFields(path,
+		field{"subnet", r.Subnet, &p.Subnet},
+		field{"ipRange", r.IPRange, &p.IPRange},
+		field{"gateway", r.Gateway, &p.Gateway},
+		field{"ipv6", r.IPv6, &p.IPv6})
+	if err != nil {
+		return p, err
 	}
 	if p.Subnet == "" {
 		for _, f := range []struct{ name, v string }{{"ipRange", p.IPRange}, {"gateway", p.Gateway}} {

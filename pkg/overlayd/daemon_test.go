@@ -1,7 +1,6 @@
 package overlayd_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/firewall"
 	"github.com/cnmnet/cnmnet/pkg/overlayd"
 	"github.com/cnmnet/cnmnet/pkg/store"
+	"github.com/cnmnet/cnmnet/test/syncbuf"
 )
 
 // reportLag records how long a change took to be programmed.
@@ -352,7 +351,7 @@ var _ = Describe("cnm-overlayd", func() {
 			return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP("192.168.77.254")})
 		})).To(Succeed())
 		cmd := exec.Command(bin, "--config", conf, "--resync-interval", "1s")
-		logs := &syncBuffer{}
+		logs := &syncbuf.Buffer{}
 		cmd.Stdout, cmd.Stderr = GinkgoWriter, logs
 		Expect(h1.do(cmd.Start)).To(Succeed())
 		exited := make(chan error, 1)
@@ -382,24 +381,6 @@ var _ = Describe("cnm-overlayd", func() {
 		Expect(h1.entries()).To(Equal(want(entry(b, h2))), "the entries stay")
 	})
 })
-
-// syncBuffer is a buffer a child process writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // daemonBinary is $CNM_BIN_DIR/cnm-overlayd when that exists, else one
 // built for the test.

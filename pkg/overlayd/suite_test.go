@@ -3,10 +3,8 @@ package overlayd_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -278,23 +276,7 @@ func (dm *daemon) stop() {
 
 // get fetches path from a server listening at addr in h's namespace.
 func (h *host) get(addr, path string) (int, string, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-		var c net.Conn
-		err := h.do(func() error {
-			var err error
-			c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, a)
-			return err
-		})
-		return c, err
-	}}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Get("http://" + addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
+	return testns.Get(h.ns, "http://"+addr+path)
 }
 
 // converge waits until h's entries are exactly es and returns how long

@@ -9,6 +9,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // hostLocalNet is a cnm-bridge network whose addresses host-local hands
@@ -118,7 +120,7 @@ var _ = Describe("cnm-bridge with delegated IPAM", func() {
 		Expect(err.Error()).To(ContainSubstring("ipam: host-local gave endpoint c/eth0 an address in 10.88.3.0/24, which is not a subnet of network hlmove (10.88.2.0/24 gateway 10.88.2.1"))
 		Expect(err.Error()).To(ContainSubstring("cnmctl network rm hlmove"))
 		w.expectUnchanged("hlmove", before)
-		Expect(linksIn(c.netns)).To(ConsistOf("lo"))
+		Expect(testns.LinkNames(c.netns)).To(ConsistOf("lo"))
 		Expect(hostLocalHeld(hlDir, "hlmove")).To(ConsistOf("10.88.2.2"), "the refused endpoint's address went back to host-local")
 		Expect(w.del(moved, c)).To(Succeed())
 	})
@@ -154,7 +156,7 @@ var _ = Describe("cnm-bridge with delegated IPAM", func() {
 			Expect(err.Error()).To(ContainSubstring("use host-local, static or the built-in cnm"))
 			Expect(keysUnder(w.dump(), "networks/")).To(BeEmpty())
 			Expect(keysUnder(w.dump(), "endpoints/")).To(BeEmpty())
-			Expect(linksIn(a.netns)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(a.netns)).To(ConsistOf("lo"))
 			Expect(w.del(n, a)).To(Succeed())
 		},
 		Entry("cnm-bridge", "cnm-bridge"),

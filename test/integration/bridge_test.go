@@ -20,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/cnm"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 func bridgeNet(name, subnet string) network {
@@ -411,7 +412,7 @@ var _ = Describe("cnm-bridge", func() {
 			Expect(w.dump()).To(Equal(before))
 			Expect(w.hostLinks("veth")).To(HaveLen(1))
 			Expect(w.hostLinks("cnm-")).To(HaveLen(1), "no bridge of the refused network")
-			Expect(linksIn(a.netns)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(a.netns)).To(ConsistOf("lo"))
 		},
 		Entry("a bridge name longer than 15", func(n *network, _ *attachment, _ *[]string) {
 			n.extra = map[string]any{"bridge": "a-very-long-bridge-name"}

@@ -13,6 +13,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // withKeys is n with its plugin configuration's keys set to kv (a nil
@@ -259,7 +261,7 @@ var _ = Describe("an edited configuration: bridge keys applied to the network", 
 		Expect(err.Error()).To(ContainSubstring("promiscMode: network ec-adopt uses bridge ecadopt0, which cnmnet did not create"))
 		Expect(err.Error()).To(ContainSubstring("cnmctl network rm ec-adopt"))
 		w.expectUnchanged("ec-adopt", before)
-		Expect(linksIn(c.netns)).To(ConsistOf("lo"))
+		Expect(testns.LinkNames(c.netns)).To(ConsistOf("lo"))
 	})
 
 	It("promiscMode and hairpinMode go to cnmnet's bridge and to every endpoint's port", func() {
@@ -351,7 +353,7 @@ var _ = Describe("an edited configuration: keys that cannot change in place", fu
 				Expect(err.Error()).To(ContainSubstring(e.says), "CNI %s", v)
 				Expect(err.Error()).To(ContainSubstring("remove the network first: cnmctl network rm ec-ref"), "CNI %s", v)
 				w.expectUnchanged("ec-ref", before)
-				Expect(linksIn(c.netns)).To(ConsistOf("lo"))
+				Expect(testns.LinkNames(c.netns)).To(ConsistOf("lo"))
 				Expect(w.del(edited, c)).To(Succeed(), "the DEL that follows")
 			}
 			w.expectUnchanged("ec-ref", before)

@@ -16,6 +16,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // inSandbox runs f in n, failing the spec on error.
@@ -235,7 +237,7 @@ var _ = Describe("core under change: the default route after the network that ga
 		kv := w.dump()
 		Expect(keysUnder(kv, "endpoints/")).To(BeEmpty())
 		Expect(keysUnder(kv, "sandboxes/")).To(BeEmpty())
-		Expect(linksIn(sbx)).To(ConsistOf("lo"))
+		Expect(testns.LinkNames(sbx)).To(ConsistOf("lo"))
 	})
 
 	It("hands on both families of a dual-stack sandbox", func() {
@@ -344,7 +346,7 @@ var _ = Describe("core under change: DEL needs only what identifies the attachme
 			for _, prefix := range []string{"endpoints/", "attachments/", "sandboxes/", "ipam/vethnet/addr/", "releases/"} {
 				Expect(keysUnder(after, prefix)).To(ConsistOf(keysUnder(before, prefix)), prefix)
 			}
-			Expect(linksIn(victim.netns)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(victim.netns)).To(ConsistOf("lo"))
 			Expect(w.hostLinks("tv")).To(HaveLen(1), "the resident's only")
 		},
 		badDelEntries(),

@@ -16,7 +16,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cnmnet/cnmnet/test/syncbuf"
 	"github.com/cnmnet/cnmnet/test/testdriver"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 var _ = Describe("a plugin killed with SIGKILL in the middle of ADD", func() {
@@ -27,7 +29,7 @@ var _ = Describe("a plugin killed with SIGKILL in the middle of ADD", func() {
 			cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_NETNS=" + netns.Path(),
 				"CNI_IFNAME=eth0", "CNI_PATH=" + binDir, testdriver.HangEnv + "=" + step}
 			cmd.Stdin = bytes.NewReader(w.stdin(n, nil))
-			var stderr syncBuffer
+			var stderr syncbuf.Buffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				return err
@@ -63,7 +65,7 @@ var _ = Describe("a plugin killed with SIGKILL in the middle of ADD", func() {
 				Expect(err).NotTo(HaveOccurred())
 			}
 			expectNothingLeft(w)
-			Expect(linksIn(c)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(c)).To(ConsistOf("lo"))
 
 			again := attachment{id: "next", netns: newNS()}
 			_, err := w.add(n, again)
@@ -111,7 +113,7 @@ var _ = Describe("plugins killed with SIGKILL at random instants of ADD and DEL"
 				return nil
 			})).To(Succeed())
 			Expect(w.del(n, attachment{id: id, netns: c})).To(Succeed())
-			Expect(linksIn(c)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(c)).To(ConsistOf("lo"))
 		}
 		_, err := w.exec("cnm-testveth", invocation{command: "GC", stdin: w.stdin(n, nil)})
 		Expect(err).NotTo(HaveOccurred())

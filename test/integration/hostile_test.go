@@ -13,6 +13,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	gomegatypes "github.com/onsi/gomega/types"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // hostileTried counts the hostile inputs the plugins were exec'd with.
@@ -126,7 +128,7 @@ func (h *hostileWorld) refuse(c hostileCase) {
 	if c.plugin == "cnm-bridge" {
 		Expect(stripCounters(h.iptablesSave())).To(Equal(rules), "the firewall changed")
 	}
-	Expect(linksIn(h.sandbox)).To(ConsistOf("lo"))
+	Expect(testns.LinkNames(h.sandbox)).To(ConsistOf("lo"))
 }
 
 func hostileMentions(names []string) []gomegatypes.GomegaMatcher {
@@ -516,10 +518,10 @@ var _ = Describe("hostile input", Ordered, ContinueOnFailure, func() {
 			hostileTried++
 			_, err := w.add(n, a)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(linksIn(a.netns)).To(ContainElement("-eth0"))
+			Expect(testns.LinkNames(a.netns)).To(ContainElement("-eth0"))
 			Expect(w.check(n, a)).To(Succeed())
 			Expect(w.del(n, a)).To(Succeed())
-			Expect(linksIn(a.netns)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(a.netns)).To(ConsistOf("lo"))
 			Expect(w.hostLinks("veth")).To(BeEmpty())
 		})
 	})

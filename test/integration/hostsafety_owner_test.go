@@ -12,6 +12,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // The host state of these specs that is not cnmnet's: a bridge the
@@ -357,8 +359,8 @@ var _ = Describe("bridge names", func() {
 				Expect(err).To(HaveOccurred(), "CNI %s", v)
 				Expect(cniCode(err)).To(Equal(uint(types.ErrInvalidNetworkConfig)), "CNI %s: %v", v, err)
 				Expect(err.(*types.Error).Msg).To(HavePrefix("bridge: "), "CNI %s", v)
-				Expect(linksIn(w.hostNS)).To(ConsistOf("lo"), "CNI %s", v)
-				Expect(linksIn(c)).To(ConsistOf("lo"), "CNI %s", v)
+				Expect(testns.LinkNames(w.hostNS)).To(ConsistOf("lo"), "CNI %s", v)
+				Expect(testns.LinkNames(c)).To(ConsistOf("lo"), "CNI %s", v)
 				kv := w.dump()
 				Expect(keysUnder(kv, "networks/")).To(BeEmpty(), "CNI %s", v)
 				Expect(keysUnder(kv, "drivers/")).To(BeEmpty(), "CNI %s", v)

@@ -8,6 +8,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 var _ = Describe("1,000 ADD/DEL cycles on cnm-bridge", func() {
@@ -40,7 +42,7 @@ var _ = Describe("1,000 ADD/DEL cycles on cnm-bridge", func() {
 		}
 
 		Expect(w.hostLinks("")).To(ConsistOf(baseLinks))
-		Expect(linksIn(c)).To(ConsistOf("lo"))
+		Expect(testns.LinkNames(c)).To(ConsistOf("lo"))
 		Expect(stripCounters(w.iptablesSave())).To(Equal(baseRules))
 		kv := w.dump()
 		Expect(keysUnder(kv, "endpoints/leak/")).To(HaveLen(1))

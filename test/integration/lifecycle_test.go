@@ -14,6 +14,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 func nullNet(version string) network {
@@ -51,7 +53,7 @@ var _ = Describe("ADD, CHECK and DEL through libcni", func() {
 
 			lo, _ := linkIn(a.netns, "lo")
 			Expect(lo.Attrs().Flags&1).NotTo(BeZero(), "lo is up")
-			Expect(linksIn(a.netns)).To(ConsistOf("lo"))
+			Expect(testns.LinkNames(a.netns)).To(ConsistOf("lo"))
 			Expect(keysUnder(w.dump(), "endpoints/nullnet/")).To(HaveLen(1))
 
 			if testutils.SpecVersionHasCHECK(version) {
@@ -92,7 +94,7 @@ var _ = Describe("ADD, CHECK and DEL through libcni", func() {
 				Expect(w.check(n, a)).To(Succeed())
 			}
 			Expect(w.del(n, a)).To(Succeed())
-			Expect(linksIn(a.netns)).NotTo(ContainElement("eth0"))
+			Expect(testns.LinkNames(a.netns)).NotTo(ContainElement("eth0"))
 			Expect(w.hostLinks("tv")).To(BeEmpty())
 			kv := w.dump()
 			Expect(keysUnder(kv, "endpoints/")).To(BeEmpty())
@@ -206,7 +208,7 @@ var _ = Describe("DEL", func() {
 			Expect(err).NotTo(HaveOccurred())
 		}
 		expectClean()
-		Expect(linksIn(c)).NotTo(ContainElement("eth0"))
+		Expect(testns.LinkNames(c)).NotTo(ContainElement("eth0"))
 	})
 
 	It("succeeds when the netns is already gone", func() {
@@ -250,7 +252,7 @@ var _ = Describe("GC", func() {
 		Expect(eps).To(ConsistOf("endpoints/vethnet/keep/eth0"))
 		Expect(keysUnder(w.dump(), "ipam/vethnet/addr/")).To(HaveLen(1))
 		Expect(w.hostLinks("tv")).To(HaveLen(1))
-		Expect(linksIn(drop.netns)).NotTo(ContainElement("eth0"))
+		Expect(testns.LinkNames(drop.netns)).NotTo(ContainElement("eth0"))
 		Expect(w.check(n, keep)).To(Succeed())
 		Expect(w.del(n, keep)).To(Succeed())
 	})
@@ -286,18 +288,6 @@ func versionEntries() []TableEntry {
 		entries = append(entries, Entry("CNI "+v, v))
 	}
 	return entries
-}
-
-func linksIn(n ns.NetNS) []string {
-	var names []string
-	Expect(n.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		for _, l := range links {
-			names = append(names, l.Attrs().Name)
-		}
-		return err
-	})).To(Succeed())
-	return names
 }
 
 func addrStrings(addrs []netlink.Addr) []string {

@@ -12,6 +12,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 var _ = Describe("cnmctl tells the truth", func() {
@@ -115,7 +117,7 @@ var _ = Describe("cnmctl tells the truth", func() {
 		Expect(out).To(ContainSubstring("where the plugins run"))
 		_, _, code = run("check", "--repair")
 		Expect(code).NotTo(BeZero())
-		Expect(linksIn(other)).To(ConsistOf("lo"), "no bridge made in the wrong namespace")
+		Expect(testns.LinkNames(other)).To(ConsistOf("lo"), "no bridge made in the wrong namespace")
 		out, _, code = w.cnmctl("check")
 		Expect(code).To(BeZero(), out)
 	})

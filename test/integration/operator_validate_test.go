@@ -13,6 +13,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // validateReport is what cnmctl validate -o json says of one file.
@@ -330,7 +332,7 @@ var _ = Describe("configuration mistakes are named: ADD", func() {
 					Expect(errOut).To(ContainSubstring(`unknown key "%s" (did you mean "%s"?)`, m.key, m.suggestion))
 				}
 				expectNothingCreated()
-				Expect(linksIn(sb)).To(ConsistOf("lo"))
+				Expect(testns.LinkNames(sb)).To(ConsistOf("lo"))
 			}
 		},
 		// An unknown key alone does not fail an ADD (below).
@@ -363,7 +365,7 @@ var _ = Describe("configuration mistakes are named: ADD", func() {
 				`cnm-bridge: network mistakes: unknown key "ipMasg" (did you mean "ipMasq"?)`,
 				`cnm-bridge: network mistakes: unknown key "ipam.ranges[0][0].rangeStrat" (did you mean "rangeStart"?)`,
 			}))
-			Expect(linksIn(sb)).To(ContainElement("eth0"))
+			Expect(testns.LinkNames(sb)).To(ContainElement("eth0"))
 			inv.command = "DEL"
 			_, err = w.exec("cnm-bridge", inv)
 			Expect(err).NotTo(HaveOccurred())

@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/cnmnet/cnmnet/pkg/fault"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // soak scales the reliability tests: `make soak` sets CNM_SOAK to a
@@ -112,7 +113,7 @@ var _ = Describe("reliability: plugins killed with SIGKILL at every phase of ADD
 				_, err := w.exec("cnm-bridge", inv)
 				Expect(err).NotTo(HaveOccurred(), "DEL after a kill at %s", point)
 				w.expectNoEndpointState("crash")
-				Expect(linksIn(c)).To(ConsistOf("lo"), "after a kill at %s", point)
+				Expect(testns.LinkNames(c)).To(ConsistOf("lo"), "after a kill at %s", point)
 
 				inv.command = "ADD"
 				_, err = w.exec("cnm-bridge", inv)

@@ -6,9 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +27,8 @@ import (
 	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/dataplane"
 	"github.com/cnmnet/cnmnet/pkg/drivers/overlay/records"
+	"github.com/cnmnet/cnmnet/test/syncbuf"
+	"github.com/cnmnet/cnmnet/test/testns"
 )
 
 // What the specs of the real daemon share: cnm-overlayd started as a
@@ -61,7 +61,7 @@ type daemon struct {
 	h    *host
 	bin  string
 	args []string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 
 	mu     sync.Mutex
 	proc   *os.Process
@@ -73,7 +73,7 @@ type daemon struct {
 // is done (/healthz answers 200). It is SIGKILLed when the spec ends.
 func (h *host) startDaemon(flags ...string) *daemon {
 	GinkgoHelper()
-	d := &daemon{h: h, bin: testBinary("cnm-overlayd"), logs: &syncBuffer{}}
+	d := &daemon{h: h, bin: testBinary("cnm-overlayd"), logs: &syncbuf.Buffer{}}
 	d.args = append([]string{"--etcd-endpoints", strings.Join(h.w.etcd.Endpoints, ","), "--etcd-prefix", prefix,
 		"--etcd-timeout", "2s", "--host", h.name, "--underlay-address", h.ip.String(),
 		"--metrics-address", metricsAddress, "--lease-ttl", "30s", "--resync-interval", "2s"}, flags...)
@@ -182,41 +182,7 @@ func (d *daemon) waitHealthy() {
 
 // get fetches path from a server listening at addr in h's namespace.
 func (h *host) get(addr, path string) (int, string, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-		var c net.Conn
-		err := h.ns.Do(func(ns.NetNS) error {
-			var err error
-			c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, a)
-			return err
-		})
-		return c, err
-	}}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Get("http://" + addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
-}
-
-// syncBuffer is a buffer a child process writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return testns.Get(h.ns, "http://"+addr+path)
 }
 
 // pingInterval is the continuous pinger's period.

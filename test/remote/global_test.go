@@ -72,13 +72,7 @@ func (p *globalPlugin) GetCapabilities() (*network.CapabilitiesResponse, error) 
 
 func (p *globalPlugin) CreateNetwork(r *network.CreateNetworkRequest) error {
 	p.f.record(p.host, "CreateNetwork")
-	return p.hostNS.Do(func(ns.NetNS) error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(r.NetworkID)}}
-		if err := netlink.LinkAdd(br); err != nil && !strings.Contains(err.Error(), "file exists") {
-			return err
-		}
-		return netlink.LinkSetUp(br)
-	})
+	return p.hostNS.Do(func(ns.NetNS) error { return makeBridge(r.NetworkID) })
 }
 
 func (p *globalPlugin) DeleteNetwork(r *network.DeleteNetworkRequest) error {
@@ -120,21 +114,7 @@ func (p *globalPlugin) Join(r *network.JoinRequest) (*network.JoinResponse, erro
 	if !known {
 		return nil, fmt.Errorf("no endpoint %s", r.EndpointID)
 	}
-	err := p.hostNS.Do(func(ns.NetNS) error {
-		br, err := netlink.LinkByName(bridgeName(r.NetworkID))
-		if err != nil {
-			return err
-		}
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostVeth(r.EndpointID), MasterIndex: br.Attrs().Index}, PeerName: peerVeth(r.EndpointID)}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(veth)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peerVeth(r.EndpointID), DstPrefix: "eth"}}, nil
+	return plugVeth(p.hostNS, r)
 }
 
 func (p *globalPlugin) Leave(r *network.LeaveRequest) error {

@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	. "github.com/onsi/ginkgo/v2"
 )
@@ -70,14 +71,7 @@ func (p *testPlugin) CreateNetwork(r *network.CreateNetworkRequest) error {
 	if err := p.record("CreateNetwork"); err != nil {
 		return err
 	}
-	err := p.hostNS.Do(func(ns.NetNS) error {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(r.NetworkID)}}
-		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, errExist) {
-			return err
-		}
-		return netlink.LinkSetUp(br)
-	})
-	if err != nil {
+	if err := p.hostNS.Do(func(ns.NetNS) error { return makeBridge(r.NetworkID) }); err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -138,21 +132,7 @@ func (p *testPlugin) Join(r *network.JoinRequest) (*network.JoinResponse, error)
 	if err := p.record("Join"); err != nil {
 		return nil, err
 	}
-	err := p.hostNS.Do(func(ns.NetNS) error {
-		br, err := netlink.LinkByName(bridgeName(r.NetworkID))
-		if err != nil {
-			return err
-		}
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostVeth(r.EndpointID), MasterIndex: br.Attrs().Index}, PeerName: peerVeth(r.EndpointID)}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(veth)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peerVeth(r.EndpointID), DstPrefix: "eth"}}, nil
+	return plugVeth(p.hostNS, r)
 }
 
 func (p *testPlugin) Leave(r *network.LeaveRequest) error {
@@ -179,7 +159,35 @@ func (p *testPlugin) RevokeExternalConnectivity(*network.RevokeExternalConnectiv
 	return p.record("RevokeExternalConnectivity")
 }
 
-var errExist = errors.New("file exists")
+// makeBridge makes the network's bridge in the current netns, or finds
+// it made already, and sets it up.
+func makeBridge(nid string) error {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName(nid)}}
+	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	return netlink.LinkSetUp(br)
+}
+
+// plugVeth makes the endpoint's veth pair on its network's bridge in
+// hostNS and answers Join with the end the core moves into the sandbox.
+func plugVeth(hostNS ns.NetNS, r *network.JoinRequest) (*network.JoinResponse, error) {
+	err := hostNS.Do(func(ns.NetNS) error {
+		br, err := netlink.LinkByName(bridgeName(r.NetworkID))
+		if err != nil {
+			return err
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostVeth(r.EndpointID), MasterIndex: br.Attrs().Index}, PeerName: peerVeth(r.EndpointID)}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(veth)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: peerVeth(r.EndpointID), DstPrefix: "eth"}}, nil
+}
 
 func delLink(name string) error {
 	l, err := netlink.LinkByName(name)

@@ -4,10 +4,15 @@
 package testns
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -131,4 +136,27 @@ func Interface(n ns.NetNS, name string) (mac string, addrs []string) {
 		return err
 	})).To(Succeed())
 	return mac, addrs
+}
+
+// Get fetches url with a client whose connections are dialled from inside
+// n, as a process there would: for a daemon that listens on a namespace's
+// loopback. It returns the status code and the body.
+func Get(n ns.NetNS, url string) (int, string, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := n.Do(func(ns.NetNS) error {
+			var err error
+			c, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }

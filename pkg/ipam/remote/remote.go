@@ -142,12 +142,19 @@ func cniError(what string, err error) error {
 
 // Status implements driverapi.IPAMDriver: the plugin answers Activate.
 func (d *Driver) Status(ctx context.Context, config []byte) error {
+	_, _, err := d.connect(ctx, config)
+	return err
+}
+
+// connect reads the remote ipam section of config and gives the client
+// of its plugin, activated.
+func (d *Driver) connect(ctx context.Context, config []byte) (*ipam.RemoteConfig, *dockerplugin.Client, error) {
 	rc, err := section(config)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	_, err = d.client(ctx, rc)
-	return err
+	c, err := d.client(ctx, rc)
+	return rc, c, err
 }
 
 type requestPoolRequest struct {
@@ -184,11 +191,7 @@ type releaseAddressRequest struct {
 // address space, and RequestPool for each pool of the section with its
 // gateway. What a failure leaves reserved is given back.
 func (d *Driver) RequestPools(ctx context.Context, config []byte) (_ []driverapi.IPAMPool, err error) {
-	rc, err := section(config)
-	if err != nil {
-		return nil, err
-	}
-	c, err := d.client(ctx, rc)
+	rc, c, err := d.connect(ctx, config)
 	if err != nil {
 		return nil, err
 	}
@@ -282,11 +285,7 @@ func family(v6 bool) string {
 
 // ReleasePool implements driverapi.IPAMDriver.
 func (d *Driver) ReleasePool(ctx context.Context, config []byte, pool driverapi.IPAMPool) error {
-	rc, err := section(config)
-	if err != nil {
-		return err
-	}
-	c, err := d.client(ctx, rc)
+	rc, c, err := d.connect(ctx, config)
 	if err != nil {
 		return err
 	}
@@ -304,11 +303,7 @@ func (d *Driver) releasePool(ctx context.Context, c *dockerplugin.Client, rc *ip
 
 // RequestAddress implements driverapi.IPAMDriver.
 func (d *Driver) RequestAddress(ctx context.Context, config []byte, pool driverapi.IPAMPool, preferred net.IP, mac net.HardwareAddr) (*net.IPNet, error) {
-	rc, err := section(config)
-	if err != nil {
-		return nil, err
-	}
-	c, err := d.client(ctx, rc)
+	rc, c, err := d.connect(ctx, config)
 	if err != nil {
 		return nil, err
 	}
@@ -343,11 +338,7 @@ func (d *Driver) requestAddress(ctx context.Context, c *dockerplugin.Client, rc 
 
 // ReleaseAddress implements driverapi.IPAMDriver.
 func (d *Driver) ReleaseAddress(ctx context.Context, config []byte, pool driverapi.IPAMPool, addr net.IP) error {
-	rc, err := section(config)
-	if err != nil {
-		return err
-	}
-	c, err := d.client(ctx, rc)
+	rc, c, err := d.connect(ctx, config)
 	if err != nil {
 		return err
 	}
