@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -152,7 +153,7 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 	if err := rename(nsPath, link, c); err != nil {
 		return nil, err
 	}
-	if c.mac != nil {
+	if c.mac != nil && !bytes.Equal(link.Attrs().HardwareAddr, c.mac) {
 		if err := netlink.LinkSetHardwareAddr(link, c.mac); err != nil {
 			return nil, fmt.Errorf("set MAC %s on %s in %s: %w", c.mac, c.dst, nsPath, err)
 		}
@@ -181,9 +182,13 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 	if err := loopbackUp(nsPath); err != nil {
 		return nil, err
 	}
-	att, err := describe(nsPath, link.Attrs().Index)
-	if err != nil {
-		return nil, err
+	att := &Attached{Name: c.dst, MAC: c.mac, Index: link.Attrs().Index}
+	if c.mac == nil {
+		// The kernel chose the MAC: read it back.
+		var err error
+		if att, err = describe(nsPath, link.Attrs().Index); err != nil {
+			return nil, err
+		}
 	}
 	att.SkippedRoutes = skipped
 	return att, nil
@@ -194,10 +199,13 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 var ErrDefaultTaken = errors.New("the sandbox has a default route already")
 
 // rename gives the link its sandbox name. The kernel renames only links
-// that are down; a move has already brought it down, but say so.
+// that are down: a move or a creation leaves it down, anything else is
+// brought down first. A link made under its sandbox name needs neither.
 func rename(nsPath string, link netlink.Link, c config) error {
-	if err := netlink.LinkSetDown(link); err != nil {
-		return fmt.Errorf("set %s down in %s: %w", c.src, nsPath, err)
+	if link.Attrs().Flags&net.FlagUp != 0 {
+		if err := netlink.LinkSetDown(link); err != nil {
+			return fmt.Errorf("set %s down in %s: %w", c.src, nsPath, err)
+		}
 	}
 	if c.src == c.dst {
 		return nil

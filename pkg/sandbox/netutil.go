@@ -37,6 +37,9 @@ func loopbackUp(nsPath string) error {
 	if err != nil {
 		return fmt.Errorf("find lo in %s: %w", nsPath, err)
 	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil // an earlier attachment brought it up
+	}
 	if err := netlink.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("set lo up in %s: %w", nsPath, err)
 	}
