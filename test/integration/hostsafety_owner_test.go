@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/cnmnet/cnmnet/pkg/cnm"
 	"github.com/cnmnet/cnmnet/test/testns"
 )
 
@@ -286,9 +287,14 @@ var _ = Describe("ownership of host links", func() {
 		})
 
 		It("is deleted by the rollback of a first ADD that fails after the network was made", func() {
-			_, err := w.add(n, attachment{id: "taken", netns: takenIfName()})
+			taken := takenIfName()
+			_, err := w.add(n, attachment{id: "taken", netns: taken})
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring("eth0"))
+			Expect(cniCode(err)).To(Equal(cnm.CodeInterfaceExists))
+			Expect(testns.LinkNames(taken)).To(ConsistOf("lo", "eth0"), "the sandbox's own eth0 stays, and nothing is left beside it")
+			l, _ := linkIn(taken, "eth0")
+			Expect(l.Type()).To(Equal("bridge"), "the eth0 that was there")
 			Expect(w.hostLinks("cnm-")).To(BeEmpty())
 			Expect(w.hostLinks("veth")).To(BeEmpty())
 			w.expectNoNetwork("made")

@@ -304,6 +304,22 @@ func defaultRouteMTU() int {
 	return 1500
 }
 
+// bridgeOf is the network's bridge, made again first if it is gone: what
+// a Join plugs its veth into, looked up once.
+func (d *Driver) bridgeOf(n *network) (netlink.Link, error) {
+	if br, err := netlink.LinkByName(n.Bridge); err == nil {
+		return br, nil
+	}
+	if err := d.repairNetwork(n); err != nil {
+		return nil, err
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	return br, nil
+}
+
 // repairNetwork brings back a network's bridge, and with it the
 // network's rules, when someone deleted the bridge by hand: the network
 // is still in the store, so the core will not create it again. The

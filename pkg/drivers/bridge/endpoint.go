@@ -48,7 +48,8 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	if err != nil {
 		return err
 	}
-	if err := d.repairNetwork(n); err != nil {
+	br, err := d.bridgeOf(n)
+	if err != nil {
 		return err
 	}
 	if err := d.pinOldBridgeMAC(n); err != nil {
@@ -84,7 +85,8 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	// A container reaching its own published port comes back in through
 	// its own bridge port.
 	hairpin := n.Hairpin || len(published) > 0
-	host, err := createVeth(n, eid, sboxKey, ifc.MacAddress(), hairpin)
+	peer := sandboxEnd(eid, opts.IfName)
+	host, err := createVeth(n, br, eid, sboxKey, peer, ifc.MacAddress(), hairpin)
 	if err != nil {
 		return err
 	}
@@ -107,8 +109,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 			_ = fw.ForgetFlows((&hostports.Record{Endpoint: eid, Ports: published}).Mappings())
 		}
 	}
-	_, peer := vethNames(eid)
-	return describeJoin(n, ji, host, peer, opts.IfName)
+	return describeJoin(n, ji, br, host, peer, opts.IfName)
 }
 
 // pinOldBridgeMAC pins the MAC of a bridge cnmnet made before it set
@@ -132,16 +133,14 @@ func (d *Driver) pinOldBridgeMAC(n *network) error {
 }
 
 // describeJoin tells the core the names, gateways and host interfaces.
-func describeJoin(n *network, ji driverapi.JoinInfo, host netlink.Link, peer, ifName string) error {
+func describeJoin(n *network, ji driverapi.JoinInfo, br, host netlink.Link, peer, ifName string) error {
 	if n.IsGateway {
 		if err := endpointkit.SetGateways(ji, n.Gateways); err != nil {
 			return err
 		}
 	}
-	if br, err := netlink.LinkByName(n.Bridge); err == nil {
-		if err := ji.AddHostInterface(n.Bridge, br.Attrs().HardwareAddr); err != nil {
-			return err
-		}
+	if err := ji.AddHostInterface(n.Bridge, br.Attrs().HardwareAddr); err != nil {
+		return err
 	}
 	if err := ji.AddHostInterface(host.Attrs().Name, host.Attrs().HardwareAddr); err != nil {
 		return err

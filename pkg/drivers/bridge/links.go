@@ -138,17 +138,31 @@ func enableForwarding(n *network) error {
 	return nil
 }
 
-// vethNames are the host end (stable, unique per endpoint) and the end
-// the core moves into the sandbox.
+// vethNames are the host end (stable, unique per endpoint) and the name
+// the sandbox end is made under when the request names no interface.
 func vethNames(eid string) (host, peer string) {
 	return "veth" + eid[:11], "vtmp" + eid[:11]
 }
 
+// sandboxEnd is the name the veth's sandbox end is made under: the
+// interface's own, so that the core need not rename it there (a rename
+// waits for an RCU grace period with RTNL held, holding up every other
+// plugin's link changes).
+func sandboxEnd(eid, ifName string) string {
+	if ifName != "" {
+		return ifName
+	}
+	_, peer := vethNames(eid)
+	return peer
+}
+
 // createVeth makes the endpoint's veth pair (endpointkit.VethPair), its
 // host end marked as the endpoint's, with the network's port flags, up.
-func createVeth(n *network, eid, sboxKey string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
-	host, peer := vethNames(eid)
-	link, err := endpointkit.VethPair(n.Bridge, n.MTU, host, peer, sboxKey, mac)
+func createVeth(n *network, br netlink.Link, eid, sboxKey, peer string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
+	host, _ := vethNames(eid)
+	link, err := endpointkit.VethPair(endpointkit.Veth{
+		Bridge: br, MTU: n.MTU, Host: host, Peer: peer, Sandbox: sboxKey, MAC: mac,
+	})
 	if err != nil {
 		return nil, err
 	}

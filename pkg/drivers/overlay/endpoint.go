@@ -263,7 +263,13 @@ func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.Joi
 // asked, up.
 func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
 	host, peer := vethNames(eid)
-	link, err := endpointkit.VethPair(n.Bridge, 0, host, peer, sboxKey, mac)
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)
+	}
+	link, err := endpointkit.VethPair(endpointkit.Veth{
+		Bridge: br, Host: host, Peer: peer, Sandbox: sboxKey, MAC: mac,
+	})
 	if err != nil {
 		return nil, err
 	}

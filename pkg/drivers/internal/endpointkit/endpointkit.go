@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
+	"github.com/cnmnet/cnmnet/pkg/sandbox"
 )
 
 // maxMACTries bounds the MACs tried for one endpoint: from IPv4 the first
@@ -140,38 +141,63 @@ func SetSysctl(key, value string) error {
 	return nil
 }
 
-// VethPair makes a veth pair: its host end, host, on bridge with mtu (0:
-// the bridge's), and its other end, peer, made in place in the sandbox
-// at sboxKey with mac (nil: the kernel's one), since moving a link
-// between namespaces costs the kernel about 15 ms. It returns the host
-// end, down and unmarked: the driver's to finish, and to delete if it
-// cannot.
-func VethPair(bridge string, mtu int, host, peer, sboxKey string, mac net.HardwareAddr) (netlink.Link, error) {
-	br, err := netlink.LinkByName(bridge)
-	if err != nil {
-		return nil, fmt.Errorf("find bridge %s: %w", bridge, err)
-	}
+// Veth is a veth pair for VethPair to make.
+type Veth struct {
+	// Bridge is what the host end is plugged into.
+	Bridge netlink.Link
+	// MTU is the pair's; 0 is the bridge's.
+	MTU int
+	// Host is the host end's name.
+	Host string
+	// Peer is the sandbox end's name, made in place in the sandbox at
+	// Sandbox with MAC (nil: the kernel's one).
+	Peer, Sandbox string
+	MAC           net.HardwareAddr
+}
+
+// VethPair makes v in one request: the sandbox end is made in place,
+// since moving a link between namespaces costs the kernel about 15 ms. A
+// peer named as the sandbox's interface will be needs no rename there;
+// if the sandbox has a link of that name already, VethPair fails with an
+// error wrapping sandbox.ErrInterfaceExists, and nothing is made. It
+// returns the host end, down and unmarked (the kernel takes no ifalias
+// at creation): the driver's to finish, and to delete if it cannot.
+func VethPair(v Veth) (netlink.Link, error) {
+	mtu := v.MTU
 	if mtu == 0 {
-		mtu = br.Attrs().MTU
+		mtu = v.Bridge.Attrs().MTU
 	}
-	sbx, err := ns.GetNS(sboxKey)
+	sbx, err := ns.GetNS(v.Sandbox)
 	if err != nil {
-		return nil, fmt.Errorf("open sandbox %s: %w", sboxKey, err)
+		return nil, fmt.Errorf("open sandbox %s: %w", v.Sandbox, err)
 	}
 	defer sbx.Close()
 	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: host, MTU: mtu, MasterIndex: br.Attrs().Index, TxQLen: -1},
-		PeerName:         peer,
-		PeerHardwareAddr: mac,
+		LinkAttrs:        netlink.LinkAttrs{Name: v.Host, MTU: mtu, MasterIndex: v.Bridge.Attrs().Index, TxQLen: -1},
+		PeerName:         v.Peer,
+		PeerHardwareAddr: v.MAC,
 		PeerNamespace:    netlink.NsFd(int(sbx.Fd())),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("create veth %s: %w", host, err)
+		return nil, vethError(v, err)
 	}
-	link, err := netlink.LinkByName(host)
+	link, err := netlink.LinkByName(v.Host)
 	if err != nil {
-		_ = DeleteLink(host)
-		return nil, fmt.Errorf("find veth %s: %w", host, err)
+		_ = DeleteLink(v.Host)
+		return nil, fmt.Errorf("find veth %s: %w", v.Host, err)
 	}
 	return link, nil
+}
+
+// vethError names the link whose name made the veth's creation fail: the
+// kernel says only EEXIST, for the host end's name here or the peer's in
+// the sandbox.
+func vethError(v Veth, err error) error {
+	if !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create veth %s: %w", v.Host, err)
+	}
+	if _, lerr := netlink.LinkByName(v.Host); lerr == nil {
+		return fmt.Errorf("create veth %s: a link of that name exists on the host: %w", v.Host, err)
+	}
+	return fmt.Errorf("create veth %s: %s in %s: %w", v.Host, v.Peer, v.Sandbox, sandbox.ErrInterfaceExists)
 }
