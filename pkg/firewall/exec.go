@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -90,12 +91,15 @@ func (f *Firewall) restore(t tools, input string) error {
 	return nil
 }
 
-var failedLine = regexp.MustCompile(`line (\d+) failed|line (\d+):|Error occurred at line: (\d+)`)
+// failedLine is compiled when a restore fails, not at every plugin's start.
+var failedLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`line (\d+) failed|line (\d+):|Error occurred at line: (\d+)`)
+})
 
 // withFailedLine adds to a restore error the input line it names, which
 // the message itself does not quote.
 func withFailedLine(err error, input string) error {
-	m := failedLine.FindStringSubmatch(err.Error())
+	m := failedLine().FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
 	}

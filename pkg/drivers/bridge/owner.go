@@ -3,7 +3,6 @@ package bridge
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -25,8 +24,20 @@ const (
 	originAdopted = "adopted" // on the host before; never deleted
 )
 
-// hostVethName is the pattern of the host ends vethNames makes.
-var hostVethName = regexp.MustCompile(`^veth[0-9a-f]{11}$`)
+// isHostVethName says whether name is one vethNames makes for a host
+// end: veth and 11 lowercase hex digits.
+func isHostVethName(name string) bool {
+	id, ok := strings.CutPrefix(name, "veth")
+	if !ok || len(id) != 11 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 func ownerAlias(id string) string { return ownerAliasPrefix + id }
 
@@ -51,7 +62,7 @@ func ownedBy(link netlink.Link, id string) bool {
 // for an endpoint: named like one, and marked with that endpoint's ID.
 func ownedHostVeth(link netlink.Link) bool {
 	name := link.Attrs().Name
-	if link.Type() != "veth" || !hostVethName.MatchString(name) {
+	if link.Type() != "veth" || !isHostVethName(name) {
 		return false
 	}
 	eid, _, ok := vethMark(link)
