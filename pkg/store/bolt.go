@@ -326,6 +326,10 @@ func (t *boltTx) Put(key string, value []byte) error {
 	if err != nil {
 		return err
 	}
+	if cur := b.Get([]byte(key)); cur != nil && bytes.Equal(cur, value) {
+		// Unchanged: a page bbolt would rewrite, and flush, for nothing.
+		return nil
+	}
 	return b.Put([]byte(key), bytes.Clone(value))
 }
 
