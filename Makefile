@@ -87,6 +87,7 @@ fuzz:
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzPortMappings$$' ./pkg/drivers/bridge/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzIPAMConfig$$' ./pkg/ipam/
 	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzStoreFile$$' ./pkg/store/
+	$(GO) test $(FUZZFLAGS) -fuzz '^FuzzVolatileFile$$' ./pkg/store/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

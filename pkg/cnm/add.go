@@ -146,7 +146,18 @@ func (c *Controller) Add(ctx context.Context, req *Request) (_ *current.Result, 
 	// Most ADDs leave the network as reserve recorded it: not writing it
 	// again saves a cluster store two reads.
 	changed := !bytes.Equal(networkState(j.nw), j.reserved)
-	if err := c.store.Update(func(tx store.Tx) error {
+	// The join is recorded without waiting for the disk unless the
+	// network changed: the reservation is durable since reserve, and
+	// what a power cut may take back of the join is what it takes from
+	// the host too, the interface in the sandbox. The endpoint is then
+	// read as reserve left it, an ADD that did not finish, which DEL and
+	// GC undo as after a SIGKILL; the next durable commit, any plugin's,
+	// makes the join durable.
+	commit := c.store.Update
+	if !changed {
+		commit = func(fn func(store.Tx) error) error { return store.UpdateVolatile(c.store, fn) }
+	}
+	if err := commit(func(tx store.Tx) error {
 		keys := []string{sandboxKey(j.ep.Sandbox.Key)}
 		if j.ep.MAC != "" {
 			keys = append(keys, macKey(j.ep.Network, j.ep.MAC))

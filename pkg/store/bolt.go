@@ -140,7 +140,9 @@ func dedicated(dir string) bool {
 		return false
 	}
 	for _, e := range entries {
-		if e.Name() != FileName && e.Name() != LockName && !strings.HasPrefix(e.Name(), FileName+".new-") {
+		switch n := e.Name(); {
+		case n == FileName, n == LockName, n == VolatileName, n == volatileTemp, strings.HasPrefix(n, FileName+".new-"):
+		default:
 			return false
 		}
 	}
@@ -227,7 +229,7 @@ func openBolt(path string, wait time.Duration, readOnly bool) (db *bolt.DB, err 
 }
 
 func checkSchema(db *bolt.DB, path string) error {
-	return inTx(db, false, func(tx Tx) error {
+	return viewIn(db, func(tx Tx) error {
 		v, err := tx.Get(string(schemaKey))
 		if err != nil {
 			return fmt.Errorf("%w: %s has no schema version", ErrCorrupt, path)
@@ -241,42 +243,102 @@ func checkSchema(db *bolt.DB, path string) error {
 }
 
 // View implements Store.
-func (s *FileStore) View(fn func(Tx) error) error { return s.transact(false, fn) }
+func (s *FileStore) View(fn func(Tx) error) error { return s.transact(viewTx, fn) }
 
-// Update implements Store.
-func (s *FileStore) Update(fn func(Tx) error) error { return s.transact(true, fn) }
+// Update implements Store. It takes in, first, what volatile
+// transactions wrote since the last durable commit: committed, they are
+// durable too.
+func (s *FileStore) Update(fn func(Tx) error) error { return s.transact(durableTx, fn) }
+
+// UpdateVolatile implements VolatileUpdater: its writes go to a file
+// beside the store, renamed into place and never flushed, for the next
+// transaction to read over bbolt's and the next durable one to take in.
+func (s *FileStore) UpdateVolatile(fn func(Tx) error) error { return s.transact(volatileTx, fn) }
+
+var _ VolatileUpdater = (*FileStore)(nil)
+
+// txKind is what a transaction may do.
+type txKind int
+
+const (
+	viewTx     txKind = iota // read
+	durableTx                // read, write and commit, flushed
+	volatileTx               // read, and write to the volatile file
+)
 
 // transact runs fn in one transaction under the directory's lock, which
 // it waits for at most the store's LockWait (then ErrLocked): shared for
 // a View, which opens bbolt read-only, so that the reads of many plugins
-// at once do not queue behind one another; exclusive for an Update.
-// bbolt's own lock on the file agrees with it by then: only holders of
-// the directory's lock open the file.
-func (s *FileStore) transact(write bool, fn func(Tx) error) error {
-	lock, err := acquire(s.dir, s.wait, !write)
+// at once do not queue behind one another; exclusive for an Update or a
+// volatile one (which opens bbolt read-only too, as it writes only its
+// own file). bbolt's own lock on the file agrees with it by then: only
+// holders of the directory's lock open the file.
+func (s *FileStore) transact(kind txKind, fn func(Tx) error) error {
+	lock, err := acquire(s.dir, s.wait, kind == viewTx)
 	if err != nil {
 		return err
 	}
 	defer lock.release()
-	db, err := openBolt(s.path, s.wait, !write)
+	db, err := openBolt(s.path, s.wait, kind != durableTx)
 	if err != nil {
 		return err
 	}
-	err = inTx(db, write, fn)
+	err = guard(func() error {
+		if kind == durableTx {
+			return db.Update(func(btx *bolt.Tx) error { return s.durable(btx, fn) })
+		}
+		return db.View(func(btx *bolt.Tx) error { return s.readOver(btx, kind == volatileTx, fn) })
+	})
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close store %s: %w", s.path, cerr)
+	}
+	if err == nil && kind == durableTx {
+		// Taken in: what is left of the file follows an older commit now,
+		// and is read as nothing whether or not this removal happens.
+		_ = os.Remove(s.volatilePath())
 	}
 	return err
 }
 
-// inTx runs fn in a bbolt transaction of db, damage turned into errors.
-func inTx(db *bolt.DB, write bool, fn func(Tx) error) error {
+func (s *FileStore) volatilePath() string { return filepath.Join(s.dir, VolatileName) }
+
+// durable runs fn in btx, a read-write transaction, once the volatile
+// writes that follow the commit before it are part of it.
+func (s *FileStore) durable(btx *bolt.Tx, fn func(Tx) error) error {
+	tx := wrapTx(btx)
+	ov, err := loadOverlay(s.volatilePath(), uint64(btx.ID())-1) // a writable Tx's ID is the commit's to be
+	if err != nil {
+		return err
+	}
+	if err := ov.foldInto(tx); err != nil {
+		return err
+	}
+	return fn(tx)
+}
+
+// readOver runs fn with the volatile writes in force read over btx; a
+// volatile transaction's own writes join them, written out when fn
+// succeeds.
+func (s *FileStore) readOver(btx *bolt.Tx, volatile bool, fn func(Tx) error) error {
+	base := uint64(btx.ID())
+	ov, err := loadOverlay(s.volatilePath(), base)
+	if err != nil {
+		return err
+	}
+	if ov == nil {
+		ov = overlay{}
+	}
+	if err := fn(&overlayTx{base: wrapTx(btx), ov: ov, volatile: volatile}); err != nil || !volatile {
+		return err
+	}
+	return writeOverlay(s.dir, s.volatilePath(), base, ov)
+}
+
+// viewIn runs fn in a read-only bbolt transaction of db, damage turned
+// into errors.
+func viewIn(db *bolt.DB, fn func(Tx) error) error {
 	return guard(func() error {
-		run := db.View
-		if write {
-			run = db.Update
-		}
-		return run(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
+		return db.View(func(btx *bolt.Tx) error { return fn(wrapTx(btx)) })
 	})
 }
 

@@ -114,6 +114,12 @@ func (p *prefixStore) Update(fn func(Tx) error) error {
 	return p.s.Update(func(tx Tx) error { return fn(&prefixTx{tx: tx, prefix: p.prefix}) })
 }
 
+// UpdateVolatile implements VolatileUpdater as the underlying store
+// does: volatile where it is, durable where it is not.
+func (p *prefixStore) UpdateVolatile(fn func(Tx) error) error {
+	return UpdateVolatile(p.s, func(tx Tx) error { return fn(&prefixTx{tx: tx, prefix: p.prefix}) })
+}
+
 // Close does nothing: the underlying store belongs to its opener.
 func (p *prefixStore) Close() error { return nil }
 

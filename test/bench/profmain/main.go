@@ -196,14 +196,23 @@ func (s *timedStore) View(fn func(store.Tx) error) error {
 }
 
 func (s *timedStore) Update(fn func(store.Tx) error) error {
+	return s.timed("Update", s.Store.Update, fn)
+}
+
+// UpdateVolatile times a volatile Update, as the plugin makes it.
+func (s *timedStore) UpdateVolatile(fn func(store.Tx) error) error {
+	return s.timed("UpdateVolatile", func(fn func(store.Tx) error) error { return store.UpdateVolatile(s.Store, fn) }, fn)
+}
+
+func (s *timedStore) timed(what string, update func(func(store.Tx) error) error, fn func(store.Tx) error) error {
 	t := time.Now()
 	var in time.Duration
-	err := s.Store.Update(func(tx store.Tx) error {
+	err := update(func(tx store.Tx) error {
 		t0 := time.Now()
 		defer func() { in = time.Since(t0) }()
 		return fn(tx)
 	})
-	s.r.span(s.label+" Update", t, in)
+	s.r.span(s.label+" "+what, t, in)
 	return err
 }
 
