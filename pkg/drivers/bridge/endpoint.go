@@ -85,7 +85,8 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	// A container reaching its own published port comes back in through
 	// its own bridge port.
 	hairpin := n.Hairpin || len(published) > 0
-	peer := sandboxEnd(eid, opts.IfName)
+	_, temp := vethNames(eid)
+	peer := endpointkit.SandboxEnd(opts.IfName, temp)
 	host, err := createVeth(n, br, eid, sboxKey, peer, ifc.MacAddress(), hairpin)
 	if err != nil {
 		return err

@@ -139,21 +139,10 @@ func enableForwarding(n *network) error {
 }
 
 // vethNames are the host end (stable, unique per endpoint) and the name
-// the sandbox end is made under when the request names no interface.
+// the sandbox end is made under when the request names no interface
+// (endpointkit.SandboxEnd).
 func vethNames(eid string) (host, peer string) {
 	return "veth" + eid[:11], "vtmp" + eid[:11]
-}
-
-// sandboxEnd is the name the veth's sandbox end is made under: the
-// interface's own, so that the core need not rename it there (a rename
-// waits for an RCU grace period with RTNL held, holding up every other
-// plugin's link changes).
-func sandboxEnd(eid, ifName string) string {
-	if ifName != "" {
-		return ifName
-	}
-	_, peer := vethNames(eid)
-	return peer
 }
 
 // createVeth makes the endpoint's veth pair (endpointkit.VethPair), its

@@ -65,7 +65,8 @@ func (d *Driver) peer(nid, eid string) (*records.Peer, error) {
 }
 
 // vethNames are the host end of an endpoint's veth (stable, unique per
-// endpoint) and the end made in the sandbox. Not cnm-bridge's "veth"
+// endpoint) and the name its sandbox end is made under when the request
+// names no interface (endpointkit.SandboxEnd). Not cnm-bridge's "veth"
 // prefix: its janitor claims the links named so.
 func vethNames(eid string) (host, peer string) {
 	return "ovh" + eid[:11], "ovs" + eid[:11]
@@ -107,7 +108,9 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	}()
 	// A container reaching its own published port comes back in through
 	// its own bridge port.
-	host, err := createVeth(dn, eid, nid, sboxKey, ifc.MacAddress(), len(published) > 0)
+	_, temp := vethNames(eid)
+	peer := endpointkit.SandboxEnd(opts.IfName, temp)
+	host, err := createVeth(dn, eid, nid, sboxKey, peer, ifc.MacAddress(), len(published) > 0)
 	if err != nil {
 		return err
 	}
@@ -123,7 +126,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 	}
 	mac := ifc.MacAddress()
 	if mac == nil {
-		if mac, err = sandboxMAC(sboxKey, eid); err != nil {
+		if mac, err = sandboxMAC(sboxKey, peer); err != nil {
 			return err
 		}
 	}
@@ -139,7 +142,7 @@ func (d *Driver) Join(nid, eid, sboxKey string, ji driverapi.JoinInfo, opts driv
 			_ = d.withdraw(nid, eid, h.Host)
 		}
 	}()
-	return describeJoin(dn, h, ji, host, eid, opts.IfName)
+	return describeJoin(dn, h, ji, host, peer, opts.IfName)
 }
 
 // hostHere is this host's record and data plane of network nid, the data
@@ -228,9 +231,8 @@ func (d *Driver) repairHost(nid string, h *records.HostNetwork, dn dataplane.Net
 	return d.withLock(func() error { return d.setUpHost(nid, h) })
 }
 
-// sandboxMAC reads the MAC the kernel gave the sandbox end.
-func sandboxMAC(sboxKey, eid string) (net.HardwareAddr, error) {
-	_, peer := vethNames(eid)
+// sandboxMAC reads the MAC the kernel gave the sandbox end, peer.
+func sandboxMAC(sboxKey, peer string) (net.HardwareAddr, error) {
 	var mac net.HardwareAddr
 	err := ns.WithNetNSPath(sboxKey, func(ns.NetNS) error {
 		l, err := netlink.LinkByName(peer)
@@ -244,7 +246,7 @@ func sandboxMAC(sboxKey, eid string) (net.HardwareAddr, error) {
 }
 
 // describeJoin tells the core the names, gateways and host interfaces.
-func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.JoinInfo, host netlink.Link, eid, ifName string) error {
+func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.JoinInfo, host netlink.Link, peer, ifName string) error {
 	if err := endpointkit.SetGateways(ji, h.Gateways); err != nil {
 		return err
 	}
@@ -254,15 +256,14 @@ func describeJoin(dn dataplane.Network, h *records.HostNetwork, ji driverapi.Joi
 	if err := ji.AddHostInterface(host.Attrs().Name, host.Attrs().HardwareAddr); err != nil {
 		return err
 	}
-	_, peer := vethNames(eid)
 	return ji.SetNamesInSandbox(peer, ifName)
 }
 
 // createVeth makes the endpoint's veth pair (endpointkit.VethPair) with
 // the bridge's MTU, its host end marked as the endpoint's, hairpin when
 // asked, up.
-func createVeth(n dataplane.Network, eid, nid, sboxKey string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
-	host, peer := vethNames(eid)
+func createVeth(n dataplane.Network, eid, nid, sboxKey, peer string, mac net.HardwareAddr, hairpin bool) (netlink.Link, error) {
+	host, _ := vethNames(eid)
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
 		return nil, fmt.Errorf("find bridge %s: %w", n.Bridge, err)

@@ -141,6 +141,18 @@ func SetSysctl(key, value string) error {
 	return nil
 }
 
+// SandboxEnd is the name a veth's sandbox end is made under: the
+// interface's own, ifName, so that the core need not rename it in the
+// sandbox (a rename waits for an RCU grace period with RTNL held,
+// holding up every other plugin's link changes); temp when the request
+// names none.
+func SandboxEnd(ifName, temp string) string {
+	if ifName != "" {
+		return ifName
+	}
+	return temp
+}
+
 // Veth is a veth pair for VethPair to make.
 type Veth struct {
 	// Bridge is what the host end is plugged into.
