@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/cnmnet/cnmnet/pkg/driverapi"
 	"github.com/cnmnet/cnmnet/pkg/store"
@@ -146,7 +147,12 @@ func (d *Driver) Leave(_, eid string) error {
 	if err != nil {
 		return err
 	}
-	return netlink.LinkDel(link)
+	// The kernel deletes the pair itself when the sandbox's namespace
+	// goes, and may do so between the lookup and this.
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	return nil
 }
 
 // CheckEndpoint verifies the host end of the veth is there.
