@@ -283,37 +283,40 @@ func (s *FileStore) transact(kind txKind, fn func(Tx) error) error {
 	if err != nil {
 		return err
 	}
+	volatileFile := false // a durable commit found one, to remove once committed
 	err = guard(func() error {
 		if kind == durableTx {
-			return db.Update(func(btx *bolt.Tx) error { return s.durable(btx, fn) })
+			return db.Update(func(btx *bolt.Tx) (err error) {
+				volatileFile, err = s.durable(btx, fn)
+				return err
+			})
 		}
 		return db.View(func(btx *bolt.Tx) error { return s.readOver(btx, kind == volatileTx, fn) })
 	})
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close store %s: %w", s.path, cerr)
 	}
-	if err == nil && kind == durableTx {
+	if err == nil && volatileFile {
 		// Taken in: what is left of the file follows an older commit now,
 		// and is read as nothing whether or not this removal happens.
-		_ = os.Remove(s.volatilePath())
+		_ = os.Remove(filepath.Join(s.dir, VolatileName))
 	}
 	return err
 }
 
-func (s *FileStore) volatilePath() string { return filepath.Join(s.dir, VolatileName) }
-
 // durable runs fn in btx, a read-write transaction, once the volatile
-// writes that follow the commit before it are part of it.
-func (s *FileStore) durable(btx *bolt.Tx, fn func(Tx) error) error {
+// writes that follow the commit before it are part of it; found says
+// whether there was a volatile file, which the commit leaves out of date.
+func (s *FileStore) durable(btx *bolt.Tx, fn func(Tx) error) (found bool, err error) {
 	tx := wrapTx(btx)
-	ov, err := loadOverlay(s.volatilePath(), uint64(btx.ID())-1) // a writable Tx's ID is the commit's to be
+	ov, found, err := loadOverlay(s.dir, uint64(btx.ID())-1) // a writable Tx's ID is the commit's to be
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := ov.foldInto(tx); err != nil {
-		return err
+		return false, err
 	}
-	return fn(tx)
+	return found, fn(tx)
 }
 
 // readOver runs fn with the volatile writes in force read over btx; a
@@ -321,7 +324,7 @@ func (s *FileStore) durable(btx *bolt.Tx, fn func(Tx) error) error {
 // succeeds.
 func (s *FileStore) readOver(btx *bolt.Tx, volatile bool, fn func(Tx) error) error {
 	base := uint64(btx.ID())
-	ov, err := loadOverlay(s.volatilePath(), base)
+	ov, _, err := loadOverlay(s.dir, base)
 	if err != nil {
 		return err
 	}
@@ -331,7 +334,7 @@ func (s *FileStore) readOver(btx *bolt.Tx, volatile bool, fn func(Tx) error) err
 	if err := fn(&overlayTx{base: wrapTx(btx), ov: ov, volatile: volatile}); err != nil || !volatile {
 		return err
 	}
-	return writeOverlay(s.dir, s.volatilePath(), base, ov)
+	return writeOverlay(s.dir, base, ov)
 }
 
 // viewIn runs fn in a read-only bbolt transaction of db, damage turned

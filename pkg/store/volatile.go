@@ -50,36 +50,39 @@ const volatileMagic = "cnm-volatile-1"
 // key deleted.
 type overlay map[string][]byte
 
-// loadOverlay reads the volatile writes that follow the durable commit
-// base. A file that follows another commit is what a durable Update has
-// taken in already (its removal comes after that commit, and a process
-// can die in between); one that does not read back whole is what a
-// power cut left of an unflushed write. Both are nothing in force.
-func loadOverlay(path string, base uint64) (overlay, error) {
+// loadOverlay reads the volatile writes in the store directory dir that
+// follow the durable commit base; found says whether there was a file,
+// in force or not. A file that follows another commit is what a durable
+// Update has taken in already (its removal comes after that commit, and
+// a process can die in between); one that does not read back whole is
+// what a power cut left of an unflushed write. Both are nothing in force.
+func loadOverlay(dir string, base uint64) (ov overlay, found bool, err error) {
+	path := filepath.Join(dir, VolatileName)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read volatile writes %s: %w", path, err)
+		return nil, false, fmt.Errorf("read volatile writes %s: %w", path, err)
 	}
 	header, body, ok := bytes.Cut(b, []byte("\n"))
 	if !ok {
-		return nil, nil
+		return nil, true, nil
 	}
 	f := strings.Fields(string(header))
 	if len(f) != 3 || f[0] != volatileMagic || f[1] != strconv.FormatUint(base, 10) ||
 		f[2] != strconv.FormatUint(uint64(crc32.ChecksumIEEE(body)), 16) {
-		return nil, nil
+		return nil, true, nil
 	}
-	return decodeOverlay(body), nil
+	return decodeOverlay(body), true, nil
 }
 
-// writeOverlay puts ov in force after the durable commit base: written
-// beside the file and renamed over it, so that a process killed half-way
-// leaves the earlier writes whole; not flushed, which is what makes it
-// volatile.
-func writeOverlay(dir, path string, base uint64, ov overlay) error {
+// writeOverlay puts ov in force in dir after the durable commit base:
+// written beside the file and renamed over it, so that a process killed
+// half-way leaves the earlier writes whole; not flushed, which is what
+// makes it volatile.
+func writeOverlay(dir string, base uint64, ov overlay) error {
+	path := filepath.Join(dir, VolatileName)
 	body := ov.encode()
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s %d %x\n", volatileMagic, base, crc32.ChecksumIEEE(body))
