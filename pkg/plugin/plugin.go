@@ -44,6 +44,7 @@ func WithCluster(open ClusterOpener) Option {
 // by hand with --version, it prints its version and commit.
 func Main(name string, reg RegisterFunc, opts ...Option) {
 	oneProc()
+	relaxRuntimeTimers()
 	if len(os.Args) == 2 && os.Args[1] == "--version" {
 		fmt.Println(buildinfo.String(name))
 		return
