@@ -96,10 +96,10 @@ func Attach(ref Ref, ifc Interface) (*Attached, error) {
 	}
 	var att *Attached
 	entered := false
-	err = sbx.Do(func(ns.NetNS) error {
+	err = doNetlink(sbx, func(h *netlink.Handle) error {
 		entered = true
 		var cfgErr error
-		att, cfgErr = configureMoved(nsPath, c)
+		att, cfgErr = configureMoved(h, nsPath, c)
 		return cfgErr
 	})
 	if err != nil && !entered {
@@ -133,15 +133,15 @@ func moveLink(nsPath string, sbx ns.NetNS, c config) error {
 
 // configureMoved configures the link moved into the current netns (the
 // sandbox), deleting it if that fails.
-func configureMoved(nsPath string, c config) (*Attached, error) {
-	link, err := netlink.LinkByName(c.src)
+func configureMoved(h *netlink.Handle, nsPath string, c config) (*Attached, error) {
+	link, err := h.LinkByName(c.src)
 	if err != nil {
 		return nil, fmt.Errorf("find %s in %s after moving it: %w", c.src, nsPath, err)
 	}
-	att, err := configure(nsPath, link, c)
+	att, err := configure(h, nsPath, link, c)
 	if err != nil {
 		// The index still names the link whether or not the rename happened.
-		if delErr := netlink.LinkDel(link); delErr != nil && !isLinkGone(delErr) {
+		if delErr := h.LinkDel(link); delErr != nil && !isLinkGone(delErr) {
 			err = errors.Join(err, fmt.Errorf("clean up: delete %s in %s: %w", c.src, nsPath, delErr))
 		}
 		return nil, err
@@ -149,26 +149,26 @@ func configureMoved(nsPath string, c config) (*Attached, error) {
 	return att, nil
 }
 
-func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
-	if err := rename(nsPath, link, c); err != nil {
+func configure(h *netlink.Handle, nsPath string, link netlink.Link, c config) (*Attached, error) {
+	if err := rename(h, nsPath, link, c); err != nil {
 		return nil, err
 	}
 	if c.mac != nil && !bytes.Equal(link.Attrs().HardwareAddr, c.mac) {
-		if err := netlink.LinkSetHardwareAddr(link, c.mac); err != nil {
+		if err := h.LinkSetHardwareAddr(link, c.mac); err != nil {
 			return nil, fmt.Errorf("set MAC %s on %s in %s: %w", c.mac, c.dst, nsPath, err)
 		}
 	}
 	for _, a := range c.addrs {
-		if err := addAddress(link, a); err != nil {
+		if err := addAddress(h, link, a); err != nil {
 			return nil, fmt.Errorf("add address %s to %s in %s: %w", a, c.dst, nsPath, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("set %s up in %s: %w", c.dst, nsPath, err)
 	}
 	var skipped []Route
 	for _, r := range c.routes {
-		err := addRoute(link, r)
+		err := addRoute(h, link, r)
 		if errors.Is(err, ErrDefaultTaken) {
 			// The sandbox has its default route through another network's
 			// interface: as in CNM, one gateway per family, the first.
@@ -179,14 +179,14 @@ func configure(nsPath string, link netlink.Link, c config) (*Attached, error) {
 			return nil, fmt.Errorf("add route %s to %s in %s: %w", r, c.dst, nsPath, err)
 		}
 	}
-	if err := loopbackUp(nsPath); err != nil {
+	if err := loopbackUp(h, nsPath); err != nil {
 		return nil, err
 	}
 	att := &Attached{Name: c.dst, MAC: c.mac, Index: link.Attrs().Index}
 	if c.mac == nil {
 		// The kernel chose the MAC: read it back.
 		var err error
-		if att, err = describe(nsPath, link.Attrs().Index); err != nil {
+		if att, err = describe(h, nsPath, link.Attrs().Index); err != nil {
 			return nil, err
 		}
 	}
@@ -201,16 +201,16 @@ var ErrDefaultTaken = errors.New("the sandbox has a default route already")
 // rename gives the link its sandbox name. The kernel renames only links
 // that are down: a move or a creation leaves it down, anything else is
 // brought down first. A link made under its sandbox name needs neither.
-func rename(nsPath string, link netlink.Link, c config) error {
+func rename(h *netlink.Handle, nsPath string, link netlink.Link, c config) error {
 	if link.Attrs().Flags&net.FlagUp != 0 {
-		if err := netlink.LinkSetDown(link); err != nil {
+		if err := h.LinkSetDown(link); err != nil {
 			return fmt.Errorf("set %s down in %s: %w", c.src, nsPath, err)
 		}
 	}
 	if c.src == c.dst {
 		return nil
 	}
-	err := netlink.LinkSetName(link, c.dst)
+	err := h.LinkSetName(link, c.dst)
 	if errors.Is(err, unix.EEXIST) {
 		err = ErrInterfaceExists
 	}
@@ -220,13 +220,13 @@ func rename(nsPath string, link netlink.Link, c config) error {
 	return nil
 }
 
-func addAddress(link netlink.Link, a *net.IPNet) error {
+func addAddress(h *netlink.Handle, link netlink.Link, a *net.IPNet) error {
 	addr := &netlink.Addr{IPNet: a}
 	v6 := a.IP.To4() == nil
 	if v6 {
 		addr.Flags = unix.IFA_F_NODAD
 	}
-	err := netlink.AddrAdd(link, addr)
+	err := h.AddrAdd(link, addr)
 	switch {
 	case errors.Is(err, unix.EEXIST):
 		return nil // listed twice
@@ -238,14 +238,14 @@ func addAddress(link netlink.Link, a *net.IPNet) error {
 
 // addRoute adds r through link. The route may exist already: a link-scope
 // route to an address's subnet duplicates the kernel's prefix route.
-func addRoute(link netlink.Link, r Route) error {
+func addRoute(h *netlink.Handle, link netlink.Link, r Route) error {
 	nr := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: r.Dst, Gw: r.GW}
 	if r.GW == nil {
 		nr.Scope = netlink.SCOPE_LINK
 	}
-	err := netlink.RouteAdd(nr)
+	err := h.RouteAdd(nr)
 	if errors.Is(err, unix.EEXIST) {
-		if present, listErr := hasRoute(link, r); listErr == nil && present {
+		if present, listErr := hasRoute(h, link, r); listErr == nil && present {
 			return nil
 		}
 		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
@@ -256,8 +256,8 @@ func addRoute(link netlink.Link, r Route) error {
 	return err
 }
 
-func hasRoute(link netlink.Link, r Route) (bool, error) {
-	routes, err := listRoutes(link)
+func hasRoute(h *netlink.Handle, link netlink.Link, r Route) (bool, error) {
+	routes, err := listRoutes(h, link)
 	if err != nil {
 		return false, err
 	}
@@ -271,8 +271,8 @@ func hasRoute(link netlink.Link, r Route) (bool, error) {
 
 // describe reads back the configured link: a rename or MAC change is not
 // reflected in the netlink.Link we hold.
-func describe(nsPath string, index int) (*Attached, error) {
-	link, err := netlink.LinkByIndex(index)
+func describe(h *netlink.Handle, nsPath string, index int) (*Attached, error) {
+	link, err := h.LinkByIndex(index)
 	if err != nil {
 		return nil, fmt.Errorf("read back link %d in %s: %w", index, nsPath, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -31,13 +30,13 @@ func Check(ref Ref, ifc Interface) error {
 		return err
 	}
 	defer sbx.Close()
-	return sbx.Do(func(ns.NetNS) error {
-		return checkInterface(nsPath, c)
+	return doNetlink(sbx, func(h *netlink.Handle) error {
+		return checkInterface(h, nsPath, c)
 	})
 }
 
-func checkInterface(nsPath string, c config) error {
-	link, err := netlink.LinkByName(c.dst)
+func checkInterface(h *netlink.Handle, nsPath string, c config) error {
+	link, err := h.LinkByName(c.dst)
 	if isLinkGone(err) {
 		return fmt.Errorf("interface %s in %s: %w", c.dst, nsPath, ErrInterfaceNotFound)
 	}
@@ -45,11 +44,11 @@ func checkInterface(nsPath string, c config) error {
 		return fmt.Errorf("find %s in %s: %w", c.dst, nsPath, err)
 	}
 	diffs := linkDiffs(link.Attrs(), c)
-	addrDiffs, err := addressDiffs(link, c.addrs)
+	addrDiffs, err := addressDiffs(h, link, c.addrs)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s in %s: %w", c.dst, nsPath, err)
 	}
-	routeDiffs, err := routeDiffs(link, c.routes)
+	routeDiffs, err := routeDiffs(h, link, c.routes)
 	if err != nil {
 		return fmt.Errorf("list routes of %s in %s: %w", c.dst, nsPath, err)
 	}
@@ -71,11 +70,11 @@ func linkDiffs(attrs *netlink.LinkAttrs, c config) []string {
 	return diffs
 }
 
-func addressDiffs(link netlink.Link, want []*net.IPNet) ([]string, error) {
+func addressDiffs(h *netlink.Handle, link netlink.Link, want []*net.IPNet) ([]string, error) {
 	if len(want) == 0 {
 		return nil, nil
 	}
-	have, err := listAddrs(link)
+	have, err := listAddrs(h, link)
 	if err != nil {
 		return nil, err
 	}
@@ -108,11 +107,11 @@ func addressDiff(have []netlink.Addr, w *net.IPNet) string {
 	return fmt.Sprintf("address %s missing", w)
 }
 
-func routeDiffs(link netlink.Link, want []Route) ([]string, error) {
+func routeDiffs(h *netlink.Handle, link netlink.Link, want []Route) ([]string, error) {
 	if len(want) == 0 {
 		return nil, nil
 	}
-	have, err := listRoutes(link)
+	have, err := listRoutes(h, link)
 	if err != nil {
 		return nil, err
 	}

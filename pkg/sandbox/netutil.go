@@ -6,22 +6,37 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/cnmnet/cnmnet/pkg/nldump"
 )
 
-func listAddrs(link netlink.Link) ([]netlink.Addr, error) {
+// doNetlink runs fn in the sandbox with one netlink socket of the
+// sandbox's for all its requests: netlink's package functions open and
+// close a socket per request, about ten system calls each.
+func doNetlink(sbx ns.NetNS, fn func(h *netlink.Handle) error) error {
+	return sbx.Do(func(ns.NetNS) error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("open a netlink socket: %w", err)
+		}
+		defer h.Close()
+		return fn(h)
+	})
+}
+
+func listAddrs(h *netlink.Handle, link netlink.Link) ([]netlink.Addr, error) {
 	return nldump.Retry(func() ([]netlink.Addr, error) {
-		return netlink.AddrList(link, netlink.FAMILY_ALL)
+		return h.AddrList(link, netlink.FAMILY_ALL)
 	})
 }
 
 // listRoutes lists the main-table routes through link.
-func listRoutes(link netlink.Link) ([]netlink.Route, error) {
+func listRoutes(h *netlink.Handle, link netlink.Link) ([]netlink.Route, error) {
 	return nldump.Retry(func() ([]netlink.Route, error) {
-		return netlink.RouteList(link, netlink.FAMILY_ALL)
+		return h.RouteList(link, netlink.FAMILY_ALL)
 	})
 }
 
@@ -32,15 +47,15 @@ func isLinkGone(err error) bool {
 }
 
 // loopbackUp brings lo up in the current netns.
-func loopbackUp(nsPath string) error {
-	lo, err := netlink.LinkByName("lo")
+func loopbackUp(h *netlink.Handle, nsPath string) error {
+	lo, err := h.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("find lo in %s: %w", nsPath, err)
 	}
 	if lo.Attrs().Flags&net.FlagUp != 0 {
 		return nil // an earlier attachment brought it up
 	}
-	if err := netlink.LinkSetUp(lo); err != nil {
+	if err := h.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("set lo up in %s: %w", nsPath, err)
 	}
 	return nil

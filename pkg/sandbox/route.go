@@ -3,7 +3,6 @@ package sandbox
 import (
 	"fmt"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 )
 
@@ -25,15 +24,15 @@ func AddRoute(ref Ref, name string, r Route) error {
 		return err
 	}
 	defer sbx.Close()
-	return sbx.Do(func(ns.NetNS) error {
-		link, err := netlink.LinkByName(name)
+	return doNetlink(sbx, func(h *netlink.Handle) error {
+		link, err := h.LinkByName(name)
 		if isLinkGone(err) {
 			return fmt.Errorf("add route %s: interface %s in %s: %w", cr, name, ref.Path, ErrInterfaceNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("find %s in %s: %w", name, ref.Path, err)
 		}
-		if err := addRoute(link, cr); err != nil {
+		if err := addRoute(h, link, cr); err != nil {
 			return fmt.Errorf("add route %s to %s in %s: %w", cr, name, ref.Path, err)
 		}
 		return nil

@@ -94,8 +94,8 @@ func LoopbackUp(ref Ref) error {
 		return err
 	}
 	defer sbx.Close()
-	return sbx.Do(func(ns.NetNS) error {
-		return loopbackUp(nsPath)
+	return doNetlink(sbx, func(h *netlink.Handle) error {
+		return loopbackUp(h, nsPath)
 	})
 }
 
@@ -121,15 +121,15 @@ func Detach(ref Ref, name string) error {
 		return err
 	}
 	defer sbx.Close()
-	return sbx.Do(func(ns.NetNS) error {
-		link, err := netlink.LinkByName(name)
+	return doNetlink(sbx, func(h *netlink.Handle) error {
+		link, err := h.LinkByName(name)
 		if isLinkGone(err) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("find %s in %s: %w", name, nsPath, err)
 		}
-		if err := netlink.LinkDel(link); err != nil && !isLinkGone(err) {
+		if err := h.LinkDel(link); err != nil && !isLinkGone(err) {
 			return fmt.Errorf("delete %s in %s: %w", name, nsPath, err)
 		}
 		return nil
